@@ -1,0 +1,14 @@
+// Package distlocktest starts real redis-server processes and a
+// fault-injecting TCP proxy, for tests of code that uses distlock (and for
+// distlock's own tests and demo).
+//
+// Each Server is a redis-server on a free 127.0.0.1 port, in its own
+// temporary directory, without persistence. Servers can be killed, paused
+// with SIGSTOP, resumed and restarted, to inject master failures. A Proxy sits
+// between a client and a server and adds latency, blackholes traffic, drops
+// replies (the command runs, its answer never arrives) or resets connections.
+//
+// redis-server is found through $DISTLOCK_REDIS_SERVER or $PATH. When it is
+// missing, NewServer fails the test if $CI is set (CI must install it:
+// apt-get install -y redis-server) and skips it otherwise.
+package distlocktest

@@ -1,0 +1,128 @@
+package distlock_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/distlock/distlock"
+	"github.com/distlock/distlock/distlocktest"
+)
+
+// masters are three redis-servers started by TestMain for the Example
+// functions, which cannot start their own.
+var masters []string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	var servers []*distlocktest.Server
+	defer func() {
+		for _, s := range servers {
+			s.Close()
+		}
+	}()
+	for range 3 {
+		s, err := distlocktest.StartServer()
+		if errors.Is(err, distlocktest.ErrNoRedis) && os.Getenv("CI") == "" {
+			fmt.Fprintln(os.Stderr, "SKIP: distlock's tests need redis-server:", err)
+			return 0
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		servers = append(servers, s)
+		masters = append(masters, s.Addr())
+	}
+	code := m.Run()
+	for _, s := range servers {
+		s.Close()
+	}
+	servers = nil
+	if code == 0 {
+		// Every goroutine the library starts must be stopped by the API that
+		// started it (Client.Close, Unlock).
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// testTimeout is the master timeout used by tests that inject faults: short
+// enough to keep them quick, long compared with a loopback round trip.
+const testTimeout = 200 * time.Millisecond
+
+// newClient returns a Client over addrs, closed at the end of the test.
+func newClient(t testing.TB, addrs []string, opts ...distlock.ClientOption) *distlock.Client {
+	t.Helper()
+	c, err := distlock.NewClient(addrs, opts...)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// cluster starts n masters and a Client over them.
+func cluster(t testing.TB, n int, opts ...distlock.ClientOption) ([]*distlocktest.Server, *distlock.Client) {
+	t.Helper()
+	servers := distlocktest.NewServers(t, n)
+	return servers, newClient(t, distlocktest.Addrs(servers), opts...)
+}
+
+// proxied starts n masters, a proxy in front of each, and a Client that
+// talks to the proxies.
+func proxied(t testing.TB, n int, opts ...distlock.ClientOption) ([]*distlocktest.Server, []*distlocktest.Proxy, *distlock.Client) {
+	t.Helper()
+	servers := distlocktest.NewServers(t, n)
+	proxies := make([]*distlocktest.Proxy, n)
+	addrs := make([]string, n)
+	for i, s := range servers {
+		proxies[i] = distlocktest.NewProxy(t, s.Addr())
+		addrs[i] = proxies[i].Addr()
+	}
+	return servers, proxies, newClient(t, addrs, opts...)
+}
+
+var nameSeq atomic.Int64
+
+// lockName returns a lock name unique to this test run.
+func lockName(t testing.TB) string {
+	return fmt.Sprintf("distlock-test:%s:%d", t.Name(), nameSeq.Add(1))
+}
+
+func newMutex(t testing.TB, c *distlock.Client, name string, opts ...distlock.Option) *distlock.Mutex {
+	t.Helper()
+	m, err := c.NewMutex(name, opts...)
+	require.NoError(t, err)
+	return m
+}
+
+// holders returns how many servers hold a key called name.
+func holders(t testing.TB, servers []*distlocktest.Server, name string) int {
+	t.Helper()
+	n := 0
+	for _, s := range servers {
+		v, err := s.Do("EXISTS", name)
+		require.NoError(t, err)
+		n += int(v.(int64))
+	}
+	return n
+}
+
+// dbsize returns the number of keys on s.
+func dbsize(t testing.TB, s *distlocktest.Server) int64 {
+	t.Helper()
+	v, err := s.Do("DBSIZE")
+	require.NoError(t, err)
+	return v.(int64)
+}

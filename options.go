@@ -1,0 +1,185 @@
+package distlock
+
+import (
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/cenkalti/backoff/v4"
+)
+
+// Defaults used when an option is not given.
+const (
+	// DefaultAddr is the master used by NewClient when no address is given
+	// (the default of the Python DistLock library).
+	DefaultAddr = "127.0.0.1:6379"
+	// DefaultTTL is the time to live of a lock key.
+	DefaultTTL = 10 * time.Second
+	// DefaultDriftFactor and DefaultDriftConstant give the clock drift that is
+	// subtracted from every validity: ttl*DefaultDriftFactor + DefaultDriftConstant.
+	DefaultDriftFactor   = 0.01
+	DefaultDriftConstant = 2 * time.Millisecond
+	// DefaultMasterTimeout bounds one master's answer. A master that stays
+	// silent this long is suspected down and routed around until it answers.
+	DefaultMasterTimeout = 500 * time.Millisecond
+	// DefaultDialTimeout bounds connecting to a master.
+	DefaultDialTimeout = 2 * time.Second
+	// DefaultPoolSize is the number of connections each master's pool may open.
+	DefaultPoolSize = 4
+	// DefaultRetryInitial and DefaultRetryMax shape Lock's default retry
+	// policy: exponential backoff with ±50% jitter, doubling from
+	// DefaultRetryInitial up to DefaultRetryMax, until the context ends.
+	DefaultRetryInitial = 10 * time.Millisecond
+	DefaultRetryMax     = 250 * time.Millisecond
+)
+
+// ClientOption configures a Client. Invalid values are reported by NewClient
+// and NewClientFromPools, naming the option.
+type ClientOption func(*clientConfig)
+
+type clientConfig struct {
+	username      string
+	password      string
+	tls           *tls.Config
+	dialTimeout   time.Duration
+	masterTimeout time.Duration
+	poolSize      int
+	clock         clock.Clock
+}
+
+func defaultClientConfig() clientConfig {
+	return clientConfig{
+		dialTimeout:   DefaultDialTimeout,
+		masterTimeout: DefaultMasterTimeout,
+		poolSize:      DefaultPoolSize,
+		clock:         clock.New(),
+	}
+}
+
+func (c *clientConfig) validate() error {
+	switch {
+	case c.dialTimeout <= 0:
+		return fmt.Errorf("distlock: WithDialTimeout: must be positive, got %v", c.dialTimeout)
+	case c.masterTimeout <= 0:
+		return fmt.Errorf("distlock: WithMasterTimeout: must be positive, got %v", c.masterTimeout)
+	case c.poolSize <= 0:
+		return fmt.Errorf("distlock: WithPoolSize: must be positive, got %d", c.poolSize)
+	case c.clock == nil:
+		return fmt.Errorf("distlock: WithClock: clock is nil")
+	}
+	return nil
+}
+
+// WithPassword sets the password (Redis AUTH) for every master whose address
+// does not carry one. It never appears in errors. Default: none.
+func WithPassword(password string) ClientOption {
+	return func(c *clientConfig) { c.password = password }
+}
+
+// WithUsername sets the ACL user for every master whose address does not
+// carry one. Default: none (the default user).
+func WithUsername(username string) ClientOption {
+	return func(c *clientConfig) { c.username = username }
+}
+
+// WithTLS sets the TLS configuration used for rediss:// addresses, and turns
+// TLS on for plain host:port addresses. Default: TLS only for rediss://, with
+// the system roots.
+func WithTLS(config *tls.Config) ClientOption {
+	return func(c *clientConfig) { c.tls = config }
+}
+
+// WithDialTimeout bounds connecting to a master. Default: DefaultDialTimeout.
+// Zero or negative is an error.
+func WithDialTimeout(d time.Duration) ClientOption {
+	return func(c *clientConfig) { c.dialTimeout = d }
+}
+
+// WithMasterTimeout bounds the wait for one master's answer; it is the read
+// and write timeout of every connection. Keep it well below your lock TTLs.
+// Default: DefaultMasterTimeout. Zero or negative is an error.
+func WithMasterTimeout(d time.Duration) ClientOption {
+	return func(c *clientConfig) { c.masterTimeout = d }
+}
+
+// WithPoolSize sets how many connections NewClient's pool for each master
+// may open. Lock traffic to a master is pipelined on one long-lived
+// connection; the others serve health probes. Default: DefaultPoolSize.
+// Zero or negative is an error. It has no effect on NewClientFromPools.
+func WithPoolSize(n int) ClientOption {
+	return func(c *clientConfig) { c.poolSize = n }
+}
+
+// WithClock sets the clock that measures validity and drives every lock timer
+// (retry waits, renewals). Tests pass clock.NewMock(). Socket deadlines and
+// health probes stay on real time, because the network runs on real time.
+// Default: clock.New(), the real clock.
+func WithClock(clk clock.Clock) ClientOption {
+	return func(c *clientConfig) { c.clock = clk }
+}
+
+// Option configures a Mutex (NewMutex) or one call of Client.Do. Invalid
+// values are reported by NewMutex and Do, naming the option.
+type Option func(*lockConfig)
+
+type lockConfig struct {
+	ttl           time.Duration
+	driftFactor   float64
+	driftConstant time.Duration
+	newBackOff    func() backoff.BackOff
+}
+
+func defaultLockConfig() lockConfig {
+	return lockConfig{
+		ttl:           DefaultTTL,
+		driftFactor:   DefaultDriftFactor,
+		driftConstant: DefaultDriftConstant,
+	}
+}
+
+// drift is the clock drift allowance subtracted from every validity.
+func (c *lockConfig) drift() time.Duration {
+	return time.Duration(float64(c.ttl)*c.driftFactor) + c.driftConstant
+}
+
+func (c *lockConfig) validate(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("distlock: lock name: must not be empty")
+	case c.ttl < time.Millisecond:
+		return fmt.Errorf("distlock: WithTTL: must be at least 1ms, got %v", c.ttl)
+	case c.driftFactor < 0 || c.driftFactor >= 1:
+		return fmt.Errorf("distlock: WithDrift: factor must be in [0, 1), got %v", c.driftFactor)
+	case c.driftConstant < 0:
+		return fmt.Errorf("distlock: WithDrift: constant must not be negative, got %v", c.driftConstant)
+	case c.ttl <= c.drift():
+		return fmt.Errorf("distlock: WithTTL: TTL %v must be larger than the drift %v (ttl*factor + constant)", c.ttl, c.drift())
+	}
+	return nil
+}
+
+// WithTTL sets the time to live of the lock's keys: how long the lock stays
+// held by a holder that dies without unlocking. Default: DefaultTTL. It must
+// be at least 1ms and larger than the drift (see WithDrift).
+func WithTTL(ttl time.Duration) Option {
+	return func(c *lockConfig) { c.ttl = ttl }
+}
+
+// WithDrift sets the clock drift allowance subtracted from every validity:
+// drift = ttl*factor + constant. Default: DefaultDriftFactor and
+// DefaultDriftConstant (1% + 2ms). factor must be in [0, 1) and constant
+// must not be negative.
+func WithDrift(factor float64, constant time.Duration) Option {
+	return func(c *lockConfig) { c.driftFactor, c.driftConstant = factor, constant }
+}
+
+// WithRetry sets the retry policy of Lock. newBackOff is called once per Lock
+// call, so a policy's state is never shared between calls; it may return a
+// policy that ends with backoff.Stop. Lock waits never outlast the context
+// given to Lock, and never sleep past the moment the holder's keys expire.
+// Default: exponential backoff from DefaultRetryInitial to DefaultRetryMax
+// with jitter, until the context ends. A nil function restores the default.
+func WithRetry(newBackOff func() backoff.BackOff) Option {
+	return func(c *lockConfig) { c.newBackOff = newBackOff }
+}

@@ -1,0 +1,424 @@
+package distlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+const (
+	// queueSize bounds the commands waiting for one master's writer. A full
+	// queue fails new commands at once instead of piling them up.
+	queueSize = 1 << 16
+	// maxBatch bounds the commands written before one flush.
+	maxBatch = 1024
+	// inflightBatches bounds the flushed batches awaiting replies.
+	inflightBatches = 1024
+	// maxDeferred bounds the releases kept for a master that is down.
+	maxDeferred = 1 << 16
+	// Probes of a suspected master start at probeMin apart and back off to probeMax.
+	probeMin = 20 * time.Millisecond
+	probeMax = time.Second
+)
+
+var errQueueFull = errors.New("distlock: master request queue full")
+
+// command is one request to one master, pipelined on its connection.
+type command struct {
+	script *redis.Script // sent with EVALSHA; nil for a plain command
+	name   string        // the plain command when script is nil
+	args   []any         // keys and arguments
+	idx    int           // the master's index, echoed in the reply
+	reply  chan<- reply  // buffered by the caller so delivery never blocks; nil: nobody waits
+
+	// resendUntil, when not zero, marks a command that may run twice
+	// (a release). If its outcome is unknown because the master failed, it is
+	// sent again once the master answers probes, until this real time (after
+	// which the key it targets has expired anyway).
+	resendUntil time.Time
+}
+
+type reply struct {
+	idx int
+	val any
+	err error
+}
+
+func (c *command) send(conn redis.Conn) error {
+	if c.script != nil {
+		return c.script.SendHash(conn, c.args...)
+	}
+	return conn.Send(c.name, c.args...)
+}
+
+func (c *command) deliver(val any, err error) {
+	if c.reply != nil {
+		c.reply <- reply{idx: c.idx, val: val, err: err}
+	}
+}
+
+// master is the transport to one Redis master: a queue, a writer goroutine,
+// and one pipelined connection with its reader goroutine.
+type master struct {
+	addr        string
+	pool        Pool
+	timeout     time.Duration
+	dialTimeout time.Duration
+
+	queue   chan *command
+	closing chan struct{}
+	wg      sync.WaitGroup // the writer, the readers, the probe
+
+	mu       sync.RWMutex // guards the fields below; submit holds it shared
+	closed   bool
+	down     error // non-nil while suspected down
+	deferred []*command
+}
+
+func newMaster(addr string, pool Pool, cfg *clientConfig) *master {
+	m := &master{
+		addr:        addr,
+		pool:        pool,
+		timeout:     cfg.masterTimeout,
+		dialTimeout: cfg.dialTimeout,
+		queue:       make(chan *command, queueSize),
+		closing:     make(chan struct{}),
+	}
+	m.wg.Add(1)
+	go m.writeLoop()
+	return m
+}
+
+// submit queues c for the master. It never blocks: when the master is
+// closed, suspected down, or its queue is full, c fails at once.
+func (m *master) submit(c *command) {
+	m.mu.RLock()
+	if m.closed {
+		m.mu.RUnlock()
+		c.deliver(nil, ErrClosed)
+		return
+	}
+	if down := m.down; down != nil {
+		m.mu.RUnlock()
+		m.fail(c, down)
+		return
+	}
+	select {
+	case m.queue <- c:
+		m.mu.RUnlock()
+	default:
+		m.mu.RUnlock()
+		c.deliver(nil, errQueueFull)
+	}
+}
+
+// fail answers c with err and, if c may be re-sent and is still useful,
+// keeps a copy to send when the master is back.
+func (m *master) fail(c *command, err error) {
+	if !c.resendUntil.IsZero() && time.Now().Before(c.resendUntil) {
+		m.mu.Lock()
+		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
+			cp := *c
+			cp.reply = nil
+			m.deferred = append(m.deferred, &cp)
+		}
+		m.mu.Unlock()
+	}
+	c.deliver(nil, err)
+}
+
+// markDown records that the master failed and starts the probe that
+// re-admits it.
+func (m *master) markDown(err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	wasUp := m.down == nil
+	m.down = fmt.Errorf("%w: %w", ErrMasterDown, err)
+	if wasUp {
+		m.wg.Add(1)
+		go m.probeLoop()
+	}
+}
+
+func (m *master) downErr() error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.down
+}
+
+// probeLoop pings the master, backing off, until it answers; then it
+// re-admits the master and re-sends the releases kept while it was down.
+// Probes run on real time: they watch the network, not lock time.
+func (m *master) probeLoop() {
+	defer m.wg.Done()
+	delay := probeMin
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.closing:
+			return
+		case <-t.C:
+		}
+		if m.ping() == nil {
+			m.mu.Lock()
+			m.down = nil
+			deferred := m.deferred
+			m.deferred = nil
+			m.mu.Unlock()
+			now := time.Now()
+			for _, c := range deferred {
+				if now.Before(c.resendUntil) {
+					m.submit(c)
+				}
+			}
+			return
+		}
+		delay = min(2*delay, probeMax)
+		t.Reset(delay)
+	}
+}
+
+func (m *master) ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.dialTimeout)
+	defer cancel()
+	conn, err := m.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_, err = receiveOrDo(conn, m.timeout, "PING")
+	return err
+}
+
+// close stops the writer, its connection and the probe, waits for them, and
+// fails whatever was still queued.
+func (m *master) close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	m.deferred = nil
+	m.mu.Unlock()
+	close(m.closing)
+	m.wg.Wait()
+	for {
+		select {
+		case c := <-m.queue:
+			c.deliver(nil, ErrClosed)
+		default:
+			return
+		}
+	}
+}
+
+// writeLoop takes what is queued, writes it on the connection with one
+// flush, and hands the batch to the connection's reader.
+func (m *master) writeLoop() {
+	defer m.wg.Done()
+	var p *pipe
+	defer func() {
+		if p != nil {
+			p.stop()
+		}
+	}()
+	batch := make([]*command, 0, maxBatch)
+	for {
+		select {
+		case c := <-m.queue:
+			batch = append(batch[:0], c)
+		case <-m.closing:
+			// Send what was queued before Close (a release after a quorum
+			// already confirmed, say); submit takes nothing new now.
+			select {
+			case c := <-m.queue:
+				batch = append(batch[:0], c)
+			default:
+				return
+			}
+		}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case c := <-m.queue:
+				batch = append(batch, c)
+			default:
+				break fill
+			}
+		}
+		if err := m.downErr(); err != nil {
+			m.failAll(batch, err)
+			continue
+		}
+		if p != nil && p.isDead() {
+			p.stop()
+			p = nil
+		}
+		if p == nil {
+			var err error
+			if p, err = m.connect(); err != nil {
+				m.markDown(err)
+				m.failAll(batch, m.downErr())
+				continue
+			}
+		}
+		out := make([]*command, len(batch))
+		copy(out, batch)
+		if err := p.write(out); err != nil {
+			m.markDown(err)
+			m.failAll(out, m.downErr())
+			p.stop()
+			p = nil
+		}
+	}
+}
+
+func (m *master) failAll(cmds []*command, err error) {
+	if err == nil { // closed while failing: report the close
+		err = ErrClosed
+	}
+	for _, c := range cmds {
+		m.fail(c, err)
+	}
+}
+
+func (m *master) connect() (*pipe, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.dialTimeout)
+	defer cancel()
+	conn, err := m.pool.GetContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Err(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	p := &pipe{
+		conn: conn,
+		sent: make(chan []*command, inflightBatches),
+		dead: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+	p.needLoad.Store(true)
+	m.wg.Add(1)
+	go p.readLoop(m)
+	return p, nil
+}
+
+// pipe is one pipelined connection: the writer sends and flushes batches,
+// the reader receives their replies in order.
+type pipe struct {
+	conn     redis.Conn
+	sent     chan []*command // flushed batches, in order, awaiting replies
+	dead     chan struct{}   // closed by the reader when the connection failed
+	done     chan struct{}   // closed when the reader exits
+	needLoad atomic.Bool     // send SCRIPT LOAD before the next batch
+}
+
+func (p *pipe) isDead() bool {
+	select {
+	case <-p.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// write sends the batch with one flush and hands it to the reader. On error
+// nothing was handed over and the caller fails the batch.
+func (p *pipe) write(batch []*command) error {
+	if p.needLoad.Swap(false) {
+		// Pipelined like any command (a synchronous SCRIPT LOAD would read
+		// replies that belong to the reader); their replies are discarded.
+		loads := make([]*command, 0, len(allScripts)+len(batch))
+		for _, src := range []string{acquireSrc, extendSrc, releaseSrc} {
+			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}})
+		}
+		batch = append(loads, batch...)
+	}
+	for _, c := range batch {
+		if err := c.send(p.conn); err != nil {
+			return err
+		}
+	}
+	if err := p.conn.Flush(); err != nil {
+		return err
+	}
+	select {
+	case p.sent <- batch:
+		return nil
+	case <-p.dead:
+		return errors.New("connection failed")
+	}
+}
+
+// stop ends the reader and closes the connection. The reader finishes the
+// batches already handed to it first (each reply bounded by the timeout).
+func (p *pipe) stop() {
+	close(p.sent)
+	<-p.done
+	p.conn.Close()
+}
+
+func (p *pipe) readLoop(m *master) {
+	defer m.wg.Done()
+	defer close(p.done)
+	var broken error
+	for batch := range p.sent {
+		for _, c := range batch {
+			if broken != nil {
+				m.fail(c, broken)
+				continue
+			}
+			v, err := receiveOrDo(p.conn, m.timeout, "")
+			var re redis.Error
+			if err != nil && !errors.As(err, &re) {
+				// The connection failed (timeout, reset, EOF): every reply
+				// still expected on it is lost.
+				broken = err
+				close(p.dead)
+				m.markDown(err)
+				m.fail(c, broken)
+				continue
+			}
+			if err != nil && isNoScript(err) {
+				// The scripts were flushed from the server. Reload them
+				// before the next batch. A command that did not run may be
+				// sent again only if running it late is harmless (a release);
+				// the others fail, and their round's retry takes over: an
+				// acquire sent again here could land after its own release.
+				p.needLoad.Store(true)
+				if !c.resendUntil.IsZero() {
+					m.submit(c)
+					continue
+				}
+			}
+			c.deliver(v, err)
+		}
+	}
+}
+
+// receiveOrDo receives one reply (cmd == "") or runs cmd, bounded by timeout
+// when the connection supports it.
+func receiveOrDo(conn redis.Conn, timeout time.Duration, cmd string) (any, error) {
+	if cwt, ok := conn.(redis.ConnWithTimeout); ok {
+		if cmd == "" {
+			return cwt.ReceiveWithTimeout(timeout)
+		}
+		return cwt.DoWithTimeout(timeout, cmd)
+	}
+	if cmd == "" {
+		return conn.Receive()
+	}
+	return conn.Do(cmd)
+}

@@ -1,0 +1,89 @@
+package distlock
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// extend runs one extend round for token. It returns the new end of
+// validity, or an error; notOurs reports that a quorum answered that the key
+// is gone or belongs to someone else, which no retry can mend.
+func (m *Mutex) extend(ctx context.Context, token string) (until time.Time, notOurs bool, err error) {
+	c := m.client
+	n, q := len(c.masters), c.quorum
+	t0 := c.clock.Now()
+	replies := c.fanout(extendScript, []any{m.name, token, m.cfg.ttl.Milliseconds()}, time.Time{})
+	yes, lost, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
+		return yes >= q || lost+failed > n-q
+	})
+	until = t0.Add(m.cfg.ttl - m.cfg.drift())
+	switch {
+	case yes >= q && c.clock.Now().Before(until):
+		return until, false, nil
+	case yes >= q:
+		return time.Time{}, false, fmt.Errorf("distlock: extend %q: a quorum agreed but the round took %v, leaving no validity", m.name, c.clock.Since(t0))
+	}
+	return time.Time{}, lost > n-q, m.quorumError("extend", yes, errs)
+}
+
+// release runs one release round for token and reports whether a quorum
+// confirmed it (see Lease.Unlock for the results).
+func (m *Mutex) release(ctx context.Context, token string) error {
+	c := m.client
+	n, q := len(c.masters), c.quorum
+	// A master that is down gets the release again when it answers, for as
+	// long as the key could still exist there.
+	replies := c.fanout(releaseScript, []any{m.name, token}, time.Now().Add(m.cfg.ttl))
+	yes, lost, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
+		return yes >= q || lost > n-q || yes+lost+failed == n
+	})
+	switch {
+	case yes >= q:
+		return nil
+	case lost > n-q:
+		return ErrNotHeld
+	}
+	return m.quorumError("release", yes, errs)
+}
+
+// collect reads the replies of an extend or release round until done says
+// the outcome is decided or ctx ends. It counts masters that did it (yes),
+// that no longer hold our token (lost: the key is gone or another's), and
+// that failed; errs[i] is master i's error, or nil if it said yes.
+func (m *Mutex) collect(ctx context.Context, replies chan reply, done func(yes, lost, failed int) bool) (yes, lost, failed int, errs []error) {
+	n := len(m.client.masters)
+	errs = make([]error, n)
+	answered := make([]bool, n)
+	unanswered := errNoAnswer
+	for !done(yes, lost, failed) {
+		select {
+		case r := <-replies:
+			answered[r.idx] = true
+			v, ok := r.val.(int64)
+			switch {
+			case r.err != nil:
+				errs[r.idx] = r.err
+				failed++
+			case ok && v == replyDone:
+				yes++
+			case ok && (v == replyMissing || v == replyNotOwner):
+				errs[r.idx] = ErrNotHeld
+				lost++
+			default:
+				errs[r.idx] = fmt.Errorf("unexpected reply %v", r.val)
+				failed++
+			}
+			continue
+		case <-ctx.Done():
+			unanswered = ctx.Err()
+		}
+		break
+	}
+	for i := range errs {
+		if !answered[i] {
+			errs[i] = unanswered
+		}
+	}
+	return yes, lost, failed, errs
+}

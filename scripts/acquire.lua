@@ -1,0 +1,15 @@
+-- acquire.lua: take the lock on this master if nobody holds it.
+--
+-- KEYS[1]  the lock key
+-- ARGV[1]  this acquisition's token (unique per acquisition)
+-- ARGV[2]  time to live in milliseconds
+--
+-- Returns the status reply OK when the key was set (the lock is ours on this
+-- master). Otherwise returns the current holder's remaining time to live in
+-- milliseconds as an integer (-1 when the holder's key has no expiry), so that
+-- waiters know how long the holder can still keep it.
+local ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+if ok then
+  return ok
+end
+return redis.call('PTTL', KEYS[1])
