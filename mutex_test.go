@@ -191,15 +191,15 @@ func TestValidityExact(t *testing.T) {
 		elapsed  time.Duration
 		wantOK   bool
 	}{
-		"default drift":           {ttl: 10 * time.Second, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 5 * time.Millisecond, wantOK: true},
-		"no drift":                {ttl: time.Second, factor: 0, constant: 0, elapsed: 0, wantOK: true},
-		"large factor":            {ttl: time.Second, factor: 0.5, constant: 0, elapsed: 100 * time.Millisecond, wantOK: true},
-		"constant only":           {ttl: 100 * time.Millisecond, factor: 0, constant: 30 * time.Millisecond, elapsed: 69 * time.Millisecond, wantOK: true},
-		"one tick of validity":    {ttl: time.Second, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 988*time.Millisecond - 1, wantOK: true},
-		"validity exactly zero":   {ttl: time.Second, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 988 * time.Millisecond, wantOK: false},
-		"elapsed eats validity":   {ttl: 100 * time.Millisecond, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 200 * time.Millisecond, wantOK: false},
-		"drift eats the rest":     {ttl: time.Second, factor: 0.5, constant: 0, elapsed: 500 * time.Millisecond, wantOK: false},
-		"constant eats the rest":  {ttl: 100 * time.Millisecond, factor: 0, constant: 30 * time.Millisecond, elapsed: 70 * time.Millisecond, wantOK: false},
+		"default drift":          {ttl: 10 * time.Second, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 5 * time.Millisecond, wantOK: true},
+		"no drift":               {ttl: time.Second, factor: 0, constant: 0, elapsed: 0, wantOK: true},
+		"large factor":           {ttl: time.Second, factor: 0.5, constant: 0, elapsed: 100 * time.Millisecond, wantOK: true},
+		"constant only":          {ttl: 100 * time.Millisecond, factor: 0, constant: 30 * time.Millisecond, elapsed: 69 * time.Millisecond, wantOK: true},
+		"one tick of validity":   {ttl: time.Second, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 988*time.Millisecond - 1, wantOK: true},
+		"validity exactly zero":  {ttl: time.Second, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 988 * time.Millisecond, wantOK: false},
+		"elapsed eats validity":  {ttl: 100 * time.Millisecond, factor: 0.01, constant: 2 * time.Millisecond, elapsed: 200 * time.Millisecond, wantOK: false},
+		"drift eats the rest":    {ttl: time.Second, factor: 0.5, constant: 0, elapsed: 500 * time.Millisecond, wantOK: false},
+		"constant eats the rest": {ttl: 100 * time.Millisecond, factor: 0, constant: 30 * time.Millisecond, elapsed: 70 * time.Millisecond, wantOK: false},
 	}
 	servers := distlocktest.NewServers(t, 3)
 	for name, tc := range tests {
