@@ -1,0 +1,46 @@
+// Package distlock is a distributed lock on Redis: the Redlock algorithm over
+// N independent masters, with leases that report their own end.
+//
+// A Client holds one connection pool per master, built once and shared by
+// every lock. A Mutex names a lock; Lock and TryLock return a Lease, held
+// until Unlock or until it is lost:
+//
+//	c, err := distlock.NewClient([]string{"10.0.0.1:6379", "10.0.0.2:6379", "10.0.0.3:6379"})
+//	...
+//	defer c.Close()
+//	m, err := c.NewMutex("orders:42", distlock.WithTTL(10*time.Second))
+//	...
+//	lease, err := m.Lock(ctx)
+//	...
+//	defer lease.Unlock(ctx)
+//
+// Client.Do runs a function under a lock, like a context manager.
+//
+// # The algorithm
+//
+// An acquire round sends SET key token NX PX ttl to every master at once and
+// ends as soon as a quorum (N/2+1) accepted it or as soon as a quorum is
+// impossible; a slow or dead master is not waited for. The lease is valid
+// until t0 + ttl - drift, where t0 is the start of the round and
+// drift = ttl*0.01 + 2ms, and only if that moment is still ahead when the
+// round ends. A failed round deletes its token on every master that may hold
+// it, including one whose reply was lost. Unlock and Extend act only on keys
+// that still hold the lease's token.
+//
+// # Safety caveats
+//
+// Redlock's guarantee rests on timing assumptions: that clocks on the
+// client and on the masters advance at about the same rate (the drift
+// allowance covers small differences, not jumps of a master's clock or an
+// operator's changes), and that a holder that stops watching Done (paused by
+// GC, swap or a stopped VM) does not touch the protected resource after its
+// validity ended. A process paused past Until can still believe it holds the
+// lock; only a check at the resource (a fencing token) can stop its late
+// writes. Treat the lock as an efficiency guarantee, or add fencing.
+//
+// Masters must be independent (no replication between them) and should keep
+// their data across restarts, or stay down for a TTL after a crash before
+// they rejoin: a master that restarts empty can let a second holder reach a
+// quorum while the first is still valid. With N masters the lock survives
+// (N-1)/2 of them failing.
+package distlock
