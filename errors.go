@@ -26,6 +26,10 @@ var (
 	// on a quorum of masters within its validity.
 	ErrLeaseLost = errors.New("distlock: lease lost")
 
+	// ErrMaxHold is matched, together with ErrLeaseLost, by the error of a
+	// lease that reached its WithMaxHold limit.
+	ErrMaxHold = errors.New("distlock: maximum hold time reached")
+
 	// ErrClosed is returned for work submitted to a Client after Close.
 	ErrClosed = errors.New("distlock: client closed")
 

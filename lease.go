@@ -26,6 +26,8 @@ type Lease struct {
 	done     chan struct{}
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
+
+	watch *watch // the watchdog's state; guarded by the Client's renewer
 }
 
 var closedChan = func() chan struct{} {
@@ -34,8 +36,11 @@ var closedChan = func() chan struct{} {
 	return ch
 }()
 
+// newLease returns a held lease and hands it to the Client's watchdog.
 func newLease(m *Mutex, token string, until time.Time) *Lease {
-	return &Lease{mutex: m, token: token, until: until}
+	l := &Lease{mutex: m, token: token, until: until}
+	m.client.renewer.add(l)
+	return l
 }
 
 // Name returns the name of the lock this lease holds.
@@ -79,6 +84,12 @@ func (l *Lease) Context() context.Context {
 	return l.ctx
 }
 
+func (l *Lease) isReleased() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.released
+}
+
 // Err returns nil while the lease is held and after a clean Unlock, and an
 // error matching ErrLeaseLost once it was lost.
 func (l *Lease) Err() error {
@@ -105,8 +116,17 @@ func (l *Lease) end(err error) bool {
 	return true
 }
 
-func (l *Lease) lost(reason error) {
-	l.end(fmt.Errorf("%w: %q: %w", ErrLeaseLost, l.mutex.name, reason))
+// endLost ends the lease as lost for reason.
+func (l *Lease) endLost(reason error) bool {
+	return l.end(fmt.Errorf("%w: %q: %w", ErrLeaseLost, l.mutex.name, reason))
+}
+
+func (l *Lease) setUntil(until time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.ended && until.After(l.until) {
+		l.until = until
+	}
 }
 
 // Unlock ends the lease and deletes the lock's key on every master where it
@@ -131,6 +151,9 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.released = true
 	wasLost := l.ended
 	l.mu.Unlock()
+	// Stop the watchdog first: after this, no extension of this lease is
+	// sent, and any sent before runs before the release on every master.
+	l.mutex.client.renewer.remove(l)
 	l.end(nil)
 
 	err := l.mutex.release(ctx, l.token)
@@ -161,17 +184,13 @@ func (l *Lease) Extend(ctx context.Context) error {
 	until, notOurs, err := l.mutex.extend(ctx, l.token)
 	if err != nil {
 		if notOurs {
-			l.lost(err)
+			l.mutex.client.renewer.loseLease(l, err)
 		}
 		return err
 	}
-	l.mu.Lock()
-	if !l.ended && until.After(l.until) {
-		l.until = until
-	}
-	ended = l.ended
-	l.mu.Unlock()
-	if ended {
+	l.setUntil(until)
+	l.mutex.client.renewer.extended(l, until)
+	if l.Err() != nil || l.isReleased() {
 		return ErrNotHeld
 	}
 	return nil

@@ -119,6 +119,15 @@ func holders(t testing.TB, servers []*distlocktest.Server, name string) int {
 	return n
 }
 
+// eventuallyHolders waits until want servers hold name. Fast quorum returns
+// before the slowest master answers, so its command may still be in flight
+// when a call returns. The 2s window is far below every TTL these checks
+// use (10s and more), so a key that was not released cannot pass by expiring.
+func eventuallyHolders(t testing.TB, servers []*distlocktest.Server, name string, want int, msg string) {
+	t.Helper()
+	require.Eventually(t, func() bool { return holders(t, servers, name) == want }, 2*time.Second, 2*time.Millisecond, msg)
+}
+
 // dbsize returns the number of keys on s.
 func dbsize(t testing.TB, s *distlocktest.Server) int64 {
 	t.Helper()

@@ -142,7 +142,7 @@ wait:
 // connection, so the release takes effect after it, and is not waited for.
 func (m *Mutex) cleanUp(token string, outcome []error, answered []bool) {
 	c := m.client
-	replies := make(chan reply, len(c.masters))
+	replies := make(replyChan, len(c.masters))
 	args := []any{m.name, token}
 	resendUntil := time.Now().Add(m.cfg.ttl)
 	waitFor := 0
@@ -174,8 +174,8 @@ func (m *Mutex) cleanUp(token string, outcome []error, answered []bool) {
 
 // fanout sends one script call to every master and returns the channel on
 // which their replies arrive, each tagged with the master's index.
-func (c *Client) fanout(script *redis.Script, args []any, resendUntil time.Time) chan reply {
-	replies := make(chan reply, len(c.masters))
+func (c *Client) fanout(script *redis.Script, args []any, resendUntil time.Time) replyChan {
+	replies := make(replyChan, len(c.masters))
 	for i, ms := range c.masters {
 		ms.submit(&command{script: script, args: args, idx: i, reply: replies, resendUntil: resendUntil})
 	}

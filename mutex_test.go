@@ -105,7 +105,7 @@ func TestHeldElsewhereIsErrLocked(t *testing.T) {
 		}
 	}
 	assert.GreaterOrEqual(t, locked, 2, "a quorum answered that another owner holds it")
-	assert.Equal(t, 3, holders(t, servers, m.Name()), "the holder's keys are untouched")
+	eventuallyHolders(t, servers, m.Name(), 3, "the holder's keys are untouched")
 }
 
 // TestMutualExclusion: 16 goroutines increment a plain int under the lock;
@@ -207,11 +207,13 @@ func TestValidityExact(t *testing.T) {
 			clk := &steppingClock{Mock: clock.NewMock(), step: tc.elapsed}
 			t0 := clk.Mock.Now()
 			c := newClient(t, distlocktest.Addrs(servers), distlock.WithClock(clk))
-			m := newMutex(t, c, lockName(t), distlock.WithTTL(tc.ttl), distlock.WithDrift(tc.factor, tc.constant))
+			m := newMutex(t, c, lockName(t), distlock.WithTTL(tc.ttl), distlock.WithDrift(tc.factor, tc.constant),
+				distlock.WithoutRenewal(), distlock.WithRenewalMargin(0))
 			lease, err := m.TryLock(context.Background())
 			if !tc.wantOK {
 				require.ErrorIs(t, err, distlock.ErrNotAcquired)
 				assert.ErrorContains(t, err, "leaving no validity")
+				require.NoError(t, c.Close()) // waits for releases queued behind acquires
 				assert.Equal(t, 0, holders(t, servers, m.Name()), "no key left on any master")
 				return
 			}
@@ -356,19 +358,21 @@ func TestNoLeftoverKeys(t *testing.T) {
 func TestUnlockNeverDeletesAnotherOwnersKey(t *testing.T) {
 	servers, c := cluster(t, 3)
 	name := lockName(t)
-	a, err := newMutex(t, c, name, distlock.WithTTL(100*time.Millisecond)).TryLock(context.Background())
+	a, err := newMutex(t, c, name, distlock.WithTTL(100*time.Millisecond), distlock.WithoutRenewal()).TryLock(context.Background())
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return holders(t, servers, name) == 0 }, 5*time.Second, 5*time.Millisecond, "A's keys expire")
 
-	b, err := newMutex(t, c, name, distlock.WithTTL(time.Minute)).TryLock(context.Background())
+	cb := newClient(t, distlocktest.Addrs(servers))
+	b, err := newMutex(t, cb, name, distlock.WithTTL(time.Minute)).TryLock(context.Background())
 	require.NoError(t, err)
 
 	assert.ErrorIs(t, a.Unlock(context.Background()), distlock.ErrNotHeld)
-	assert.Equal(t, 3, holders(t, servers, name), "B's keys are untouched")
+	require.NoError(t, c.Close()) // every command of A's has run
+	eventuallyHolders(t, servers, name, 3, "B's keys are untouched")
 	assert.ErrorIs(t, a.Extend(context.Background()), distlock.ErrNotHeld)
 	require.NoError(t, b.Extend(context.Background()), "B still holds the lock")
 	require.NoError(t, b.Unlock(context.Background()))
-	assert.Equal(t, 0, holders(t, servers, name))
+	eventuallyHolders(t, servers, name, 0, "B's Unlock deletes its keys")
 }
 
 func TestUnlockTwiceAndNilLease(t *testing.T) {
@@ -417,9 +421,10 @@ func TestExtend(t *testing.T) {
 	require.NoError(t, lease.Extend(context.Background()))
 	assert.Equal(t, clk.Now().Add(time.Second), lease.Until(), "Until moves to the start of the extend round plus ttl")
 	for _, s := range servers {
-		pttl, err := s.Do("PTTL", m.Name())
-		require.NoError(t, err)
-		assert.Greater(t, pttl.(int64), int64(500), "TTL reset on %s", s.Addr())
+		require.Eventually(t, func() bool {
+			pttl, err := s.Do("PTTL", m.Name())
+			return err == nil && pttl.(int64) > 500
+		}, 2*time.Second, 2*time.Millisecond, "TTL reset on %s", s.Addr())
 	}
 
 	// A quorum of masters lost the key: Extend fails for good, the lease is lost.
@@ -433,7 +438,7 @@ func TestExtend(t *testing.T) {
 	assert.ErrorIs(t, lease.Err(), distlock.ErrLeaseLost)
 	assert.ErrorIs(t, context.Cause(lease.Context()), distlock.ErrLeaseLost)
 	assert.ErrorIs(t, lease.Unlock(context.Background()), distlock.ErrNotHeld, "a lost lease is not held")
-	assert.Equal(t, 0, holders(t, servers, m.Name()), "Unlock of a lost lease still cleans its keys")
+	eventuallyHolders(t, servers, m.Name(), 0, "Unlock of a lost lease still cleans its keys")
 }
 
 // TestCancelWhileMasterStalls: a deadline while the quorum depends on a
@@ -530,8 +535,8 @@ func TestLockRetryPolicyStop(t *testing.T) {
 func TestLockWaitIsCappedByHolderTTL(t *testing.T) {
 	servers, c := cluster(t, 3)
 	name := lockName(t)
-	_, err := newMutex(t, c, name, distlock.WithTTL(300*time.Millisecond)).TryLock(context.Background())
-	require.NoError(t, err) // and never unlocked: the holder "died"
+	_, err := newMutex(t, c, name, distlock.WithTTL(300*time.Millisecond), distlock.WithoutRenewal()).TryLock(context.Background())
+	require.NoError(t, err) // and never unlocked or renewed: the holder "died"
 
 	m := newMutex(t, c, name, distlock.WithRetry(func() backoff.BackOff { return backoff.NewConstantBackOff(time.Hour) }))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -573,6 +578,7 @@ func TestMasterRestartAndScriptFlush(t *testing.T) {
 		assert.ErrorContains(t, err, "NOSCRIPT")
 	}
 	require.NoError(t, lock())
+	require.NoError(t, c.Close())
 	for _, s := range servers {
 		assert.Zero(t, dbsize(t, s))
 	}
@@ -584,17 +590,17 @@ func TestDo(t *testing.T) {
 	ran := false
 	err := c.Do(context.Background(), name, func(ctx context.Context) error {
 		ran = true
-		assert.Equal(t, 3, holders(t, servers, name), "fn runs under the lock")
+		assert.GreaterOrEqual(t, holders(t, servers, name), 2, "fn runs under the lock (a quorum holds it)")
 		return nil
 	})
 	require.NoError(t, err)
 	assert.True(t, ran)
-	assert.Equal(t, 0, holders(t, servers, name), "Do unlocks")
+	eventuallyHolders(t, servers, name, 0, "Do unlocks")
 
 	boom := errors.New("boom")
 	err = c.Do(context.Background(), name, func(ctx context.Context) error { return boom })
 	assert.ErrorIs(t, err, boom)
-	assert.Equal(t, 0, holders(t, servers, name), "Do unlocks when fn fails")
+	eventuallyHolders(t, servers, name, 0, "Do unlocks when fn fails")
 
 	// Held elsewhere: fn does not run, Lock's error comes back.
 	holder, err := newMutex(t, c, name).TryLock(context.Background())

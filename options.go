@@ -128,6 +128,12 @@ type lockConfig struct {
 	driftFactor   float64
 	driftConstant time.Duration
 	newBackOff    func() backoff.BackOff
+
+	noRenewal     bool
+	renewInterval time.Duration // 0: ttl / 3
+	margin        time.Duration // < 0: the drift
+	maxHold       time.Duration // 0: no limit
+	onLost        func(error)
 }
 
 func defaultLockConfig() lockConfig {
@@ -135,7 +141,25 @@ func defaultLockConfig() lockConfig {
 		ttl:           DefaultTTL,
 		driftFactor:   DefaultDriftFactor,
 		driftConstant: DefaultDriftConstant,
+		margin:        -1,
 	}
+}
+
+// interval is the time between the start of one renewal and the next.
+func (c *lockConfig) interval() time.Duration {
+	if c.renewInterval > 0 {
+		return c.renewInterval
+	}
+	return c.ttl / 3
+}
+
+// safetyMargin is how long before Until a lease that could not be extended
+// is declared lost.
+func (c *lockConfig) safetyMargin() time.Duration {
+	if c.margin >= 0 {
+		return c.margin
+	}
+	return c.drift()
 }
 
 // drift is the clock drift allowance subtracted from every validity.
@@ -155,6 +179,15 @@ func (c *lockConfig) validate(name string) error {
 		return fmt.Errorf("distlock: WithDrift: constant must not be negative, got %v", c.driftConstant)
 	case c.ttl <= c.drift():
 		return fmt.Errorf("distlock: WithTTL: TTL %v must be larger than the drift %v (ttl*factor + constant)", c.ttl, c.drift())
+	case c.safetyMargin() >= c.ttl-c.drift():
+		return fmt.Errorf("distlock: WithRenewalMargin: margin %v leaves no validity (ttl %v - drift %v)", c.safetyMargin(), c.ttl, c.drift())
+	case c.renewInterval < 0:
+		return fmt.Errorf("distlock: WithRenewalInterval: must be positive, got %v", c.renewInterval)
+	case !c.noRenewal && c.interval() >= c.ttl-c.drift()-c.safetyMargin():
+		return fmt.Errorf("distlock: WithRenewalInterval: %v must be shorter than the validity left for renewing (ttl %v - drift %v - margin %v)",
+			c.interval(), c.ttl, c.drift(), c.safetyMargin())
+	case c.maxHold < 0:
+		return fmt.Errorf("distlock: WithMaxHold: must not be negative, got %v", c.maxHold)
 	}
 	return nil
 }
@@ -182,4 +215,44 @@ func WithDrift(factor float64, constant time.Duration) Option {
 // with jitter, until the context ends. A nil function restores the default.
 func WithRetry(newBackOff func() backoff.BackOff) Option {
 	return func(c *lockConfig) { c.newBackOff = newBackOff }
+}
+
+// WithoutRenewal turns the watchdog's extensions off: the lease lasts one
+// validity unless the caller extends it with Lease.Extend. It is still
+// declared lost, with Done closed, at Until minus the safety margin if it was
+// not extended by then. Default: renewal on.
+func WithoutRenewal() Option {
+	return func(c *lockConfig) { c.noRenewal = true }
+}
+
+// WithRenewalInterval sets how often the watchdog extends a held lease, from
+// the start of one extension to the next. Default: ttl/3. It must be positive
+// and shorter than ttl - drift - margin.
+func WithRenewalInterval(d time.Duration) Option {
+	return func(c *lockConfig) { c.renewInterval = d }
+}
+
+// WithRenewalMargin sets the safety margin: a lease that could not be
+// extended on a quorum is declared lost at Until minus this margin, before
+// any other client could acquire the lock. Default: the drift (see
+// WithDrift). Zero is allowed; negative restores the default.
+func WithRenewalMargin(d time.Duration) Option {
+	return func(c *lockConfig) { c.margin = d }
+}
+
+// WithMaxHold bounds how long a lease may be kept alive from its
+// acquisition: once reached, the watchdog stops extending and the lease is
+// lost with an error matching both ErrLeaseLost and ErrMaxHold. The keys then
+// expire within one TTL, so a stuck holder cannot keep the lock forever.
+// Default: 0, no limit. Negative is an error.
+func WithMaxHold(d time.Duration) Option {
+	return func(c *lockConfig) { c.maxHold = d }
+}
+
+// WithOnLost sets a function called once, in its own goroutine, when a lease
+// of this lock is lost (not after Unlock), with the same error as Lease.Err.
+// It is for code that cannot watch Done. Client.Close waits for it to return.
+// Default: none.
+func WithOnLost(f func(err error)) Option {
+	return func(c *lockConfig) { c.onLost = f }
 }

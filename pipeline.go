@@ -34,7 +34,8 @@ type command struct {
 	name   string        // the plain command when script is nil
 	args   []any         // keys and arguments
 	idx    int           // the master's index, echoed in the reply
-	reply  chan<- reply  // buffered by the caller so delivery never blocks; nil: nobody waits
+	tag    any           // the caller's, echoed in the reply
+	reply  replySink     // where the reply goes; nil: nobody waits
 
 	// resendUntil, when not zero, marks a command that may run twice
 	// (a release). If its outcome is unknown because the master failed, it is
@@ -45,9 +46,22 @@ type command struct {
 
 type reply struct {
 	idx int
+	tag any
 	val any
 	err error
 }
+
+// replySink receives replies. put is called by the pipeline's goroutines and
+// by submit, so it must not block and must not call back into the pipeline.
+type replySink interface {
+	put(reply)
+}
+
+// replyChan is a sink for one round: a channel buffered for one reply per
+// master, so put never blocks.
+type replyChan chan reply
+
+func (ch replyChan) put(r reply) { ch <- r }
 
 func (c *command) send(conn redis.Conn) error {
 	if c.script != nil {
@@ -58,7 +72,7 @@ func (c *command) send(conn redis.Conn) error {
 
 func (c *command) deliver(val any, err error) {
 	if c.reply != nil {
-		c.reply <- reply{idx: c.idx, val: val, err: err}
+		c.reply.put(reply{idx: c.idx, tag: c.tag, val: val, err: err})
 	}
 }
 

@@ -39,6 +39,7 @@ type Client struct {
 	quorum  int
 	clock   clock.Clock
 	owned   []*redis.Pool // pools built by NewClient, closed by Close
+	renewer *renewer      // the watchdog of every lease
 
 	closeOnce sync.Once
 }
@@ -79,6 +80,7 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 		parsed[i] = a
 	}
 	c := &Client{clock: cfg.clock, quorum: len(addrs)/2 + 1}
+	c.renewer = newRenewer(c)
 	for _, a := range parsed {
 		p := a.pool(&cfg)
 		c.owned = append(c.owned, p)
@@ -115,6 +117,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 	}
 	// Only now start the masters' goroutines: an error above leaves none.
 	c := &Client{clock: cfg.clock, quorum: len(pools)/2 + 1}
+	c.renewer = newRenewer(c)
 	for i, p := range pools {
 		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, &cfg))
 	}
@@ -128,12 +131,16 @@ func (c *Client) Masters() int { return len(c.masters) }
 func (c *Client) Quorum() int { return c.quorum }
 
 // Close stops the Client's goroutines, waits for them to exit and closes the
-// pools it built. Requests already sent are answered or failed first (each
-// bounded by the master timeout); later calls on the Client or its mutexes
-// fail with ErrClosed. Unlock leases before Close: a release that Close cuts
-// off leaves the key to expire with its TTL. Close is idempotent.
+// pools it built. Leases still held are lost at once (Done closes, Err
+// matches ErrLeaseLost and ErrClosed) and their keys expire with their TTL:
+// Unlock them before Close. Commands already queued are sent and answered
+// first (each bounded by the master timeout); later calls on the Client or
+// its mutexes fail with ErrClosed. Close is idempotent.
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
+		// Leases first: their watchdog stops and they are lost (ErrClosed),
+		// so no extension is queued behind the masters' shutdown.
+		c.renewer.close()
 		var wg sync.WaitGroup
 		for _, m := range c.masters {
 			wg.Add(1)

@@ -2,6 +2,7 @@ package distlock
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -20,14 +21,21 @@ import (
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 	b := m.newBackOff()
 	clk := m.client.clock
+	var last error // the reason the last complete round failed
 	for {
 		lease, heldFor, err := m.acquire(ctx)
 		if err == nil {
 			return lease, nil
 		}
-		if ctx.Err() != nil {
-			return nil, notAcquired(err, ctx.Err())
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			if errors.Is(err, ctxErr) && last != nil {
+				// ctx cut this round short: the previous round says why
+				// the lock was not acquired before it ended.
+				err = last
+			}
+			return nil, notAcquired(err, ctxErr)
 		}
+		last = err
 		d := b.NextBackOff()
 		if d == backoff.Stop {
 			return nil, notAcquired(err, nil)

@@ -51,7 +51,7 @@ func (m *Mutex) release(ctx context.Context, token string) error {
 // the outcome is decided or ctx ends. It counts masters that did it (yes),
 // that no longer hold our token (lost: the key is gone or another's), and
 // that failed; errs[i] is master i's error, or nil if it said yes.
-func (m *Mutex) collect(ctx context.Context, replies chan reply, done func(yes, lost, failed int) bool) (yes, lost, failed int, errs []error) {
+func (m *Mutex) collect(ctx context.Context, replies replyChan, done func(yes, lost, failed int) bool) (yes, lost, failed int, errs []error) {
 	n := len(m.client.masters)
 	errs = make([]error, n)
 	answered := make([]bool, n)

@@ -1,0 +1,25 @@
+package distlock
+
+import "time"
+
+// Test hooks, compiled only into this package's tests.
+
+// SetRenewHook sets a function that the Client's watchdog calls each time it
+// arms its timer: with the time it is armed for and the number of extension
+// rounds in flight. Mock-clock tests wait for it before they move the clock.
+func SetRenewHook(c *Client, f func(at time.Time, inflight int)) {
+	c.renewer.mu.Lock()
+	defer c.renewer.mu.Unlock()
+	c.renewer.armed = f
+}
+
+// RenewalRounds returns how many extension rounds the watchdog started for l.
+func RenewalRounds(l *Lease) int64 {
+	r := l.mutex.client.renewer
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if l.watch == nil {
+		return 0
+	}
+	return l.watch.rounds
+}

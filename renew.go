@@ -1,0 +1,373 @@
+package distlock
+
+import (
+	"container/heap"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/benbjohnson/clock"
+)
+
+// renewer is a Client's watchdog: a single goroutine that keeps every lease
+// of the Client alive and declares a lease lost at its safety deadline
+// (Until minus the margin) when it could not be extended on a quorum.
+//
+// Leases wait in a heap ordered by their next due time (renewal, safety
+// deadline, max hold), so the cost is one timer for the whole Client, not a
+// goroutine per lease. Extension rounds are event-driven: the pipeline puts
+// their replies in the renewer's inbox and the loop counts them, and all the
+// extensions that fall due together go to each master in one flush.
+//
+// Extensions are submitted with mu held, and Unlock takes the lease out of
+// the heap with mu held before it releases: so no extension is sent after
+// Unlock, and one sent before it runs before the release on every master
+// (the same connection, in order).
+type renewer struct {
+	c   *Client
+	clk clock.Clock
+
+	mu       sync.Mutex // guards the fields below and every watch
+	heap     watchHeap
+	started  bool
+	closed   bool
+	armedAt  time.Time            // when the loop's timer fires; zero while it is not armed
+	inflight int                  // extension rounds in flight
+	armed    func(time.Time, int) // test hook: the time the timer is armed for, and inflight
+	inboxMu  sync.Mutex           // guards inbox; never held with mu by the pipeline
+	inbox    []reply              // replies of extension rounds, for the loop
+
+	wake    chan struct{}  // pokes the loop; buffered 1
+	closing chan struct{}  // closed by close
+	wg      sync.WaitGroup // the loop and OnLost callbacks
+}
+
+// watch is the renewer's state for one lease.
+type watch struct {
+	lease    *Lease
+	index    int       // position in the heap; -1 when out of it
+	renewAt  time.Time // next extension; zero with WithoutRenewal
+	deadline time.Time // Until - margin: lost if not extended by then
+	maxHold  time.Time // zero: no limit
+	round    *renewRound
+	lastErr  error // why the last extension failed
+	rounds   int64 // extension rounds started
+}
+
+// next is when the renewer must act on w next.
+func (w *watch) next() time.Time {
+	t := w.deadline
+	if !w.maxHold.IsZero() && w.maxHold.Before(t) {
+		t = w.maxHold
+	}
+	if w.round == nil && !w.renewAt.IsZero() && w.renewAt.Before(t) {
+		t = w.renewAt
+	}
+	return t
+}
+
+// renewRound is one extension round in flight.
+type renewRound struct {
+	w                 *watch
+	t0                time.Time
+	yes, lost, failed int
+	errs              []error // per master, made on the first failure
+	done              bool    // decided, or abandoned by Unlock
+}
+
+func newRenewer(c *Client) *renewer {
+	return &renewer{c: c, clk: c.clock, wake: make(chan struct{}, 1), closing: make(chan struct{})}
+}
+
+func (r *renewer) poke() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// put receives a reply of an extension round (replySink).
+func (r *renewer) put(rep reply) {
+	r.inboxMu.Lock()
+	r.inbox = append(r.inbox, rep)
+	r.inboxMu.Unlock()
+	r.poke()
+}
+
+// add starts watching a lease that was just acquired.
+func (r *renewer) add(l *Lease) {
+	cfg := &l.mutex.cfg
+	acquired := l.until.Add(cfg.drift() - cfg.ttl) // the start of the acquire round
+	w := &watch{lease: l, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
+	if !cfg.noRenewal {
+		w.renewAt = acquired.Add(cfg.interval())
+	}
+	if cfg.maxHold > 0 {
+		w.maxHold = acquired.Add(cfg.maxHold)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l.watch = w
+	if r.closed {
+		r.lose(w, ErrClosed)
+		return
+	}
+	heap.Push(&r.heap, w)
+	if !r.started {
+		r.started = true
+		r.wg.Add(1)
+		go r.loop()
+	}
+	if r.armedAt.IsZero() || w.next().Before(r.armedAt) {
+		r.poke()
+	}
+}
+
+// remove stops watching l (Unlock). After it returns no extension of l is
+// submitted.
+func (r *renewer) remove(l *Lease) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := l.watch; w != nil {
+		r.drop(w)
+	}
+}
+
+// extended moves l's schedule after a successful Lease.Extend.
+func (r *renewer) extended(l *Lease, until time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	w := l.watch
+	if w == nil || w.index < 0 {
+		return
+	}
+	cfg := &l.mutex.cfg
+	if d := until.Add(-cfg.safetyMargin()); d.After(w.deadline) {
+		w.deadline = d
+	}
+	if !cfg.noRenewal {
+		w.renewAt = until.Add(cfg.drift() - cfg.ttl + cfg.interval())
+	}
+	heap.Fix(&r.heap, w.index)
+	r.poke() // re-arm for the new schedule
+}
+
+// loseLease declares l lost for reason (an Extend that found the key gone).
+func (r *renewer) loseLease(l *Lease, reason error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if w := l.watch; w != nil {
+		r.lose(w, reason)
+	} else {
+		l.endLost(reason)
+	}
+}
+
+// close declares every watched lease lost (ErrClosed), stops the loop and
+// waits for it and for the OnLost callbacks.
+func (r *renewer) close() {
+	r.mu.Lock()
+	r.closed = true
+	for len(r.heap) > 0 {
+		r.lose(r.heap[0], ErrClosed)
+	}
+	r.mu.Unlock()
+	close(r.closing)
+	r.wg.Wait()
+}
+
+// drop takes w out of the schedule and abandons its round. mu is held.
+func (r *renewer) drop(w *watch) {
+	if w.index >= 0 {
+		heap.Remove(&r.heap, w.index)
+	}
+	r.finish(w)
+}
+
+// finish marks w's round, if any, as decided. mu is held.
+func (r *renewer) finish(w *watch) {
+	if w.round != nil {
+		w.round.done = true
+		w.round = nil
+		r.inflight--
+	}
+}
+
+// lose drops w and ends its lease as lost. mu is held.
+func (r *renewer) lose(w *watch, reason error) {
+	r.drop(w)
+	l := w.lease
+	if l.endLost(reason) && l.mutex.cfg.onLost != nil {
+		onLost, err := l.mutex.cfg.onLost, l.Err()
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			onLost(err)
+		}()
+	}
+}
+
+func (r *renewer) loop() {
+	defer r.wg.Done()
+	var inbox []reply
+	for {
+		r.inboxMu.Lock()
+		inbox, r.inbox = r.inbox, inbox[:0]
+		r.inboxMu.Unlock()
+
+		r.mu.Lock()
+		for i := range inbox {
+			r.onReply(inbox[i])
+			inbox[i] = reply{} // let the round be collected
+		}
+		now := r.clk.Now()
+		for len(r.heap) > 0 && !r.heap[0].next().After(now) {
+			r.act(r.heap[0], now)
+		}
+		var timer *clock.Timer
+		var fire <-chan time.Time
+		r.armedAt = time.Time{}
+		if len(r.heap) > 0 {
+			at := r.heap[0].next()
+			timer = r.clk.Timer(at.Sub(now))
+			fire, r.armedAt = timer.C, at
+			if r.armed != nil {
+				r.armed(at, r.inflight)
+			}
+		}
+		r.mu.Unlock()
+
+		select {
+		case <-fire:
+		case <-r.wake:
+		case <-r.closing:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		select {
+		case <-r.closing:
+			return
+		default:
+		}
+	}
+}
+
+// act does what is due for w at now. mu is held.
+func (r *renewer) act(w *watch, now time.Time) {
+	switch {
+	case !w.maxHold.IsZero() && !now.Before(w.maxHold):
+		r.lose(w, ErrMaxHold)
+	case !now.Before(w.deadline):
+		cause := w.lastErr
+		if cause == nil {
+			cause = errors.New("not extended")
+		}
+		r.lose(w, fmt.Errorf("not extended on a quorum before the safety deadline: %w", cause))
+	default:
+		r.startRound(w, now)
+	}
+}
+
+func (r *renewer) startRound(w *watch, now time.Time) {
+	l := w.lease
+	rd := &renewRound{w: w, t0: now}
+	w.round = rd
+	w.rounds++
+	r.inflight++
+	args := []any{l.mutex.name, l.token, l.mutex.cfg.ttl.Milliseconds()}
+	for i, ms := range r.c.masters {
+		ms.submit(&command{script: extendScript, args: args, idx: i, tag: rd, reply: r})
+	}
+	heap.Fix(&r.heap, w.index)
+}
+
+// onReply counts one master's answer to an extension round and, once the
+// round is decided, reschedules or loses the lease. mu is held.
+func (r *renewer) onReply(rep reply) {
+	rd := rep.tag.(*renewRound)
+	if rd.done {
+		return
+	}
+	n, q := len(r.c.masters), r.c.quorum
+	fail := func(err error) {
+		if rd.errs == nil {
+			rd.errs = make([]error, n)
+		}
+		rd.errs[rep.idx] = err
+	}
+	v, ok := rep.val.(int64)
+	switch {
+	case rep.err != nil:
+		fail(rep.err)
+		rd.failed++
+	case ok && v == replyDone:
+		rd.yes++
+	case ok && (v == replyMissing || v == replyNotOwner):
+		fail(ErrNotHeld)
+		rd.lost++
+	default:
+		fail(fmt.Errorf("unexpected reply %v", rep.val))
+		rd.failed++
+	}
+
+	w := rd.w
+	cfg := &w.lease.mutex.cfg
+	switch {
+	case rd.yes >= q:
+		r.finish(w)
+		now := r.clk.Now()
+		until := rd.t0.Add(cfg.ttl - cfg.drift())
+		if now.Before(until) {
+			w.lease.setUntil(until)
+			w.deadline = until.Add(-cfg.safetyMargin())
+			w.renewAt = rd.t0.Add(cfg.interval())
+			w.lastErr = nil
+		} else {
+			w.lastErr = fmt.Errorf("extension round took %v, leaving no validity", now.Sub(rd.t0))
+			w.renewAt = now.Add(retryDelay(cfg))
+		}
+		heap.Fix(&r.heap, w.index)
+	case rd.lost > n-q:
+		// A quorum no longer holds our token: final, whatever the rest say.
+		r.lose(w, r.roundError(w, rd))
+	case rd.lost+rd.failed > n-q:
+		r.finish(w)
+		w.lastErr = r.roundError(w, rd)
+		w.renewAt = r.clk.Now().Add(retryDelay(cfg))
+		heap.Fix(&r.heap, w.index)
+	}
+}
+
+func (r *renewer) roundError(w *watch, rd *renewRound) error {
+	return w.lease.mutex.quorumError("extend", rd.yes, rd.errs)
+}
+
+// retryDelay is the pause before an extension that failed is tried again.
+func retryDelay(cfg *lockConfig) time.Duration {
+	return max(cfg.interval()/10, time.Millisecond)
+}
+
+// watchHeap orders watches by next due time (container/heap).
+type watchHeap []*watch
+
+func (h watchHeap) Len() int           { return len(h) }
+func (h watchHeap) Less(i, j int) bool { return h[i].next().Before(h[j].next()) }
+func (h watchHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].index, h[j].index = i, j
+}
+func (h *watchHeap) Push(x any) {
+	w := x.(*watch)
+	w.index = len(*h)
+	*h = append(*h, w)
+}
+func (h *watchHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	w.index = -1
+	*h = old[:len(old)-1]
+	return w
+}
