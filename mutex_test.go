@@ -547,7 +547,9 @@ func TestLockWaitIsCappedByHolderTTL(t *testing.T) {
 	assert.GreaterOrEqual(t, time.Since(start), 250*time.Millisecond, "it did wait for the holder's key to expire")
 	require.NoError(t, lease.Unlock(context.Background()))
 	require.NoError(t, c.Close())
-	assert.Equal(t, 0, holders(t, servers, name))
+	// The dead holder's key may outlive the quorum on one master by a few
+	// ms; it expires with its 300ms TTL. Ours (10s TTL) must be released.
+	eventuallyHolders(t, servers, name, 0, "no key left")
 }
 
 func TestMasterRestartAndScriptFlush(t *testing.T) {

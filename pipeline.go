@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,6 +262,10 @@ func (m *master) writeLoop() {
 				return
 			}
 		}
+		// Let the goroutines that are queueing run first, so that a burst
+		// (a round's fan-out, the watchdog's due extensions) leaves in one
+		// flush instead of a write per command.
+		runtime.Gosched()
 	fill:
 		for len(batch) < maxBatch {
 			select {

@@ -67,6 +67,26 @@ func (w *watch) next() time.Time {
 	return t
 }
 
+// due reports whether the renewer must act on w at now. A renewal may start
+// up to its slack early (an earlier extension only adds validity): so one
+// wake renews every lease due within the slack, their extensions leave in one
+// flush per master, and those leases stay grouped. Deadlines and max holds
+// are never acted on early.
+func (w *watch) due(now time.Time) bool {
+	at := w.next()
+	if !at.After(now) {
+		return true
+	}
+	if w.round != nil || !at.Equal(w.renewAt) {
+		return false
+	}
+	slack := min(w.lease.mutex.cfg.interval()/10, maxRenewSlack)
+	return !at.After(now.Add(slack))
+}
+
+// maxRenewSlack bounds how early a renewal may start to join a batch.
+const maxRenewSlack = 20 * time.Millisecond
+
 // renewRound is one extension round in flight.
 type renewRound struct {
 	w                 *watch
@@ -211,6 +231,8 @@ func (r *renewer) lose(w *watch, reason error) {
 func (r *renewer) loop() {
 	defer r.wg.Done()
 	var inbox []reply
+	timer := r.clk.Timer(time.Hour)
+	defer timer.Stop()
 	for {
 		r.inboxMu.Lock()
 		inbox, r.inbox = r.inbox, inbox[:0]
@@ -222,15 +244,15 @@ func (r *renewer) loop() {
 			inbox[i] = reply{} // let the round be collected
 		}
 		now := r.clk.Now()
-		for len(r.heap) > 0 && !r.heap[0].next().After(now) {
+		for len(r.heap) > 0 && r.heap[0].due(now) {
 			r.act(r.heap[0], now)
 		}
-		var timer *clock.Timer
+		timer.Stop()
 		var fire <-chan time.Time
 		r.armedAt = time.Time{}
 		if len(r.heap) > 0 {
 			at := r.heap[0].next()
-			timer = r.clk.Timer(at.Sub(now))
+			timer.Reset(at.Sub(now))
 			fire, r.armedAt = timer.C, at
 			if r.armed != nil {
 				r.armed(at, r.inflight)
@@ -242,9 +264,6 @@ func (r *renewer) loop() {
 		case <-fire:
 		case <-r.wake:
 		case <-r.closing:
-		}
-		if timer != nil {
-			timer.Stop()
 		}
 		select {
 		case <-r.closing:

@@ -180,8 +180,11 @@ func TestRenewalKeepsLeaseAlive(t *testing.T) {
 // masters, so no one else can hold the lock yet.
 func TestLossSignalledBeforeExpiry(t *testing.T) {
 	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(100*time.Millisecond))
-	const margin = 200 * time.Millisecond
-	m := newMutex(t, c, lockName(t), distlock.WithTTL(time.Second), distlock.WithRenewalMargin(margin))
+	// A wide margin, so that the keys' remaining life at the loss is far
+	// longer than the test's own scheduling delays on a loaded machine. The
+	// mock-clock test shows the loss time is exact.
+	const margin = 800 * time.Millisecond
+	m := newMutex(t, c, lockName(t), distlock.WithTTL(2*time.Second), distlock.WithRenewalMargin(margin))
 	lease, err := m.TryLock(context.Background())
 	require.NoError(t, err)
 	for _, p := range proxies {
@@ -203,7 +206,7 @@ func TestLossSignalledBeforeExpiry(t *testing.T) {
 	}
 	until := lease.Until()
 	assert.True(t, now.Before(until), "told before Until (%v before)", until.Sub(now))
-	assert.LessOrEqual(t, now.Sub(until.Add(-margin)), 50*time.Millisecond, "told at the safety deadline Until-margin (timer latency allowed)")
+	assert.LessOrEqual(t, now.Sub(until.Add(-margin)), 250*time.Millisecond, "told at the safety deadline Until-margin (timer latency allowed)")
 	assert.Equal(t, 3, alive, "the keys still live when the holder is told")
 	assert.ErrorIs(t, lease.Err(), distlock.ErrLeaseLost)
 }
