@@ -8,9 +8,19 @@ import (
 )
 
 // Lease is one holding of a Mutex, returned by Lock and TryLock. It is held
-// until Unlock, or until it is lost: it could not be kept on a quorum of
-// masters within its validity. Done and Context report both ends at once.
-// It is NOT safe to assume the lock is still held after Until; watch Done.
+// until Unlock, or until it is lost. Done and Context report both ends at
+// once.
+//
+// The Client's watchdog keeps the lease alive: every ttl/3 (see
+// WithRenewalInterval) it extends the key on every master, with the quorum
+// and validity rules of acquire, and Until moves forward. A failed extension
+// is retried until the safety deadline Until minus the margin (see
+// WithRenewalMargin); a quorum answering that the key is gone or another
+// owner's ends it at once. Either way the lease is lost: Done closes and
+// Context is cancelled with a cause matching ErrLeaseLost, before any other
+// client could acquire the lock, as long as the clocks keep to the drift
+// allowance. It is NOT safe to assume the lock is still held after Done
+// closed or after Until; a holder that watches Done never overlaps the next.
 //
 // A Lease is safe for concurrent use. A second Unlock, and Unlock or Extend
 // on a nil or ended Lease, return ErrNotHeld and never panic.

@@ -187,6 +187,9 @@ func TestLossSignalledBeforeExpiry(t *testing.T) {
 	m := newMutex(t, c, lockName(t), distlock.WithTTL(2*time.Second), distlock.WithRenewalMargin(margin))
 	lease, err := m.TryLock(context.Background())
 	require.NoError(t, err)
+	// Fast quorum may return before the third SET lands; let it land, so
+	// the check below can demand that every master still holds the key.
+	eventuallyHolders(t, servers, m.Name(), 3, "the acquire reached every master")
 	for _, p := range proxies {
 		p.SetBlackhole(true)
 	}
