@@ -39,6 +39,12 @@ var (
 	ErrMasterDown = errors.New("distlock: master suspected down")
 )
 
+// errNotOwner is a master's answer that the key no longer holds our token
+// (it expired, or holds another owner's). It is kept apart from ErrNotHeld:
+// one master's answer is not the lease's fate; a round wraps ErrNotHeld
+// around its error only when a majority answered so.
+var errNotOwner = errors.New("key expired or held by another owner")
+
 // errNoAnswer names a master that had not answered when its round was
 // decided by the others (fast quorum does not wait for it).
 var errNoAnswer = errors.New("no answer before the round was decided")

@@ -38,6 +38,9 @@ type Lease struct {
 	cancel   context.CancelCauseFunc
 
 	watch *watch // the watchdog's state; guarded by the Client's renewer
+
+	fenceMu sync.Mutex // serializes Token
+	fence   uint64     // the fencing token, once handed out
 }
 
 var closedChan = func() chan struct{} {
@@ -143,11 +146,12 @@ func (l *Lease) setUntil(until time.Time) {
 // still holds this lease's token (never another owner's key). Done is closed
 // before the release is sent.
 //
-// It returns nil when a quorum confirmed the release; ErrNotHeld when the
-// lease had already been unlocked or lost, or when so many masters no longer
-// held our token that a quorum could not confirm; otherwise a *QuorumError
-// (the keys that could not be deleted expire with their TTL, and a master
-// that was down gets the release again when it answers). The release goes
+// It returns nil when a quorum of masters confirmed that our token is gone
+// (deleted now, or no longer there); ErrNotHeld when the lease had already
+// been unlocked or lost, or when our token was missing on a majority;
+// otherwise a *QuorumError (the keys that could not be deleted expire with
+// their TTL, and a master that was down gets the release again when it
+// answers). The release goes
 // out even if ctx is already done; ctx bounds only the wait for answers.
 func (l *Lease) Unlock(ctx context.Context) error {
 	if l == nil {

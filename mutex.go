@@ -17,9 +17,10 @@ import (
 // holding the lease's token, so other Redlock clients that use the same key
 // (redsync, the Python DistLock) exclude this one and are excluded by it.
 type Mutex struct {
-	client *Client
-	name   string
-	cfg    lockConfig
+	client   *Client
+	name     string
+	fenceKey string // the fencing counter beside the lock key
+	cfg      lockConfig
 }
 
 // NewMutex returns the lock called name. It checks the name and the options
@@ -33,7 +34,7 @@ func (c *Client) NewMutex(name string, opts ...Option) (*Mutex, error) {
 	if err := cfg.validate(name); err != nil {
 		return nil, err
 	}
-	return &Mutex{client: c, name: name, cfg: cfg}, nil
+	return &Mutex{client: c, name: name, fenceKey: name + ":fence", cfg: cfg}, nil
 }
 
 // Name returns the lock's name, which is also its Redis key.
@@ -63,7 +64,7 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 	token := newToken()
 
 	t0 := c.clock.Now()
-	replies := c.fanout(acquireScript, []any{m.name, token, m.cfg.ttl.Milliseconds()}, time.Time{})
+	replies := c.fanout(acquireScript, []any{m.name, m.fenceKey, token, m.cfg.ttl.Milliseconds()}, time.Time{})
 	var (
 		yes      int
 		failed   int
@@ -212,18 +213,26 @@ func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Contex
 	if err != nil {
 		return err
 	}
+	fnErr, endErr := c.withLease(ctx, m, func(ctx context.Context, _ *Lease) error { return fn(ctx) })
+	return errors.Join(fnErr, endErr)
+}
+
+// withLease locks m, runs fn under the lease, and unlocks (see Do). It
+// returns Lock's or fn's error, and apart from it how the lease ended: its
+// loss, or else Unlock's error.
+func (c *Client) withLease(ctx context.Context, m *Mutex, fn func(ctx context.Context, lease *Lease) error) (fnErr, endErr error) {
 	lease, err := m.Lock(ctx)
 	if err != nil {
-		return err
+		return err, nil
 	}
 	fnCtx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
-	fnErr := fn(fnCtx)
+	fnErr = fn(fnCtx, lease)
 	stop()
 	cancel(nil)
 	if lost := lease.Err(); lost != nil {
 		_ = lease.Unlock(context.WithoutCancel(ctx)) // clean what is left; the loss is the news
-		return errors.Join(fnErr, lost)
+		return fnErr, lost
 	}
-	return errors.Join(fnErr, lease.Unlock(context.WithoutCancel(ctx)))
+	return fnErr, lease.Unlock(context.WithoutCancel(ctx))
 }

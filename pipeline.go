@@ -359,8 +359,8 @@ func (p *pipe) write(batch []*command) error {
 	if p.needLoad.Swap(false) {
 		// Pipelined like any command (a synchronous SCRIPT LOAD would read
 		// replies that belong to the reader); their replies are discarded.
-		loads := make([]*command, 0, len(allScripts)+len(batch))
-		for _, src := range []string{acquireSrc, extendSrc, releaseSrc} {
+		loads := make([]*command, 0, len(scriptSources)+len(batch))
+		for _, src := range scriptSources {
 			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}})
 		}
 		batch = append(loads, batch...)

@@ -324,7 +324,7 @@ func (r *renewer) onReply(rep reply) {
 	case ok && v == replyDone:
 		rd.yes++
 	case ok && (v == replyMissing || v == replyNotOwner):
-		fail(ErrNotHeld)
+		fail(errNotOwner)
 		rd.lost++
 	default:
 		fail(fmt.Errorf("unexpected reply %v", rep.val))
@@ -350,7 +350,7 @@ func (r *renewer) onReply(rep reply) {
 		heap.Fix(&r.heap, w.index)
 	case rd.lost > n-q:
 		// A quorum no longer holds our token: final, whatever the rest say.
-		r.lose(w, r.roundError(w, rd))
+		r.lose(w, fmt.Errorf("%w: %w", ErrNotHeld, r.roundError(w, rd)))
 	case rd.lost+rd.failed > n-q:
 		r.finish(w)
 		w.lastErr = r.roundError(w, rd)

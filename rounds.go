@@ -24,7 +24,10 @@ func (m *Mutex) extend(ctx context.Context, token string) (until time.Time, notO
 	case yes >= q:
 		return time.Time{}, false, fmt.Errorf("distlock: extend %q: a quorum agreed but the round took %v, leaving no validity", m.name, c.clock.Since(t0))
 	}
-	return time.Time{}, lost > n-q, m.quorumError("extend", yes, errs)
+	if lost > n-q {
+		return time.Time{}, true, fmt.Errorf("%w: %w", ErrNotHeld, m.quorumError("extend", yes, errs))
+	}
+	return time.Time{}, false, m.quorumError("extend", yes, errs)
 }
 
 // release runs one release round for token and reports whether a quorum
@@ -35,14 +38,16 @@ func (m *Mutex) release(ctx context.Context, token string) error {
 	// A master that is down gets the release again when it answers, for as
 	// long as the key could still exist there.
 	replies := c.fanout(releaseScript, []any{m.name, token}, time.Now().Add(m.cfg.ttl))
+	// Our token is gone from a master when the release deleted it (yes) or
+	// it was not there (lost: expired, or never set by a fast-quorum acquire).
 	yes, lost, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
 		return yes >= q || lost > n-q || yes+lost+failed == n
 	})
 	switch {
-	case yes >= q:
-		return nil
 	case lost > n-q:
-		return ErrNotHeld
+		return ErrNotHeld // not held on a quorum when Unlock came
+	case yes+lost >= q:
+		return nil
 	}
 	return m.quorumError("release", yes, errs)
 }
@@ -68,7 +73,7 @@ func (m *Mutex) collect(ctx context.Context, replies replyChan, done func(yes, l
 			case ok && v == replyDone:
 				yes++
 			case ok && (v == replyMissing || v == replyNotOwner):
-				errs[r.idx] = ErrNotHeld
+				errs[r.idx] = errNotOwner
 				lost++
 			default:
 				errs[r.idx] = fmt.Errorf("unexpected reply %v", r.val)

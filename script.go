@@ -18,15 +18,34 @@ var (
 	extendSrc string
 	//go:embed scripts/release.lua
 	releaseSrc string
+	//go:embed scripts/fence_read.lua
+	fenceReadSrc string
+	//go:embed scripts/fence_write.lua
+	fenceWriteSrc string
+	//go:embed scripts/guarded_write.lua
+	guardedWriteSrc string
+	//go:embed scripts/election_publish.lua
+	electionPublishSrc string
+	//go:embed scripts/election_read.lua
+	electionReadSrc string
+	//go:embed scripts/election_retract.lua
+	electionRetractSrc string
 
-	acquireScript = redis.NewScript(1, acquireSrc)
-	extendScript  = redis.NewScript(1, extendSrc)
-	releaseScript = redis.NewScript(1, releaseSrc)
+	acquireScript      = redis.NewScript(2, acquireSrc)
+	extendScript       = redis.NewScript(1, extendSrc)
+	releaseScript      = redis.NewScript(1, releaseSrc)
+	fenceReadScript    = redis.NewScript(2, fenceReadSrc)
+	fenceWriteScript   = redis.NewScript(2, fenceWriteSrc)
+	guardedWriteScript = redis.NewScript(1, guardedWriteSrc)
+	electionPublish    = redis.NewScript(2, electionPublishSrc)
+	electionRead       = redis.NewScript(2, electionReadSrc)
+	electionRetract    = redis.NewScript(1, electionRetractSrc)
 
-	// allScripts are loaded (SCRIPT LOAD) on every new connection, before the
-	// connection carries any command, so EVALSHA finds them after a master
-	// restart.
-	allScripts = []*redis.Script{acquireScript, extendScript, releaseScript}
+	// scriptSources are loaded (SCRIPT LOAD) on every new connection, before
+	// the connection carries any command, so EVALSHA finds them after a
+	// master restart.
+	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc,
+		electionPublishSrc, electionReadSrc, electionRetractSrc}
 )
 
 // Replies of extend.lua and release.lua.

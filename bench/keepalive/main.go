@@ -68,18 +68,16 @@ func main() {
 		}
 		for _, impl := range []struct {
 			name string
-			run  func([]string, int, time.Duration, func()) int
+			run  func([]string, int, time.Duration, func(), func()) int
 		}{{"distlock", runDistlock}, {"naive", runNaive}} {
 			if *only != "" && *only != impl.name {
 				continue
 			}
 			flush(servers)
 			var before, after sample
-			losses := impl.run(addrs, n, *window, func() {
-				// called when all leases are held: the measured window starts
-				before = measure(servers)
-			})
-			after = measure(servers)
+			losses := impl.run(addrs, n, *window,
+				func() { before = measure(servers) }, // all leases held: the window starts
+				func() { after = measure(servers) })  // the window ends, before clean-up
 			secs := after.wall.Sub(before.wall).Seconds()
 			fmt.Printf("| %d | %s | %d | %.0f | %.2f | %.2f | %d |\n", n, impl.name, losses,
 				float64(after.extends-before.extends)/secs, (after.cpu - before.cpu).Seconds(),
@@ -143,7 +141,7 @@ func flush(servers []*distlocktest.Server) {
 }
 
 // runDistlock holds n leases through one Client and counts the lost ones.
-func runDistlock(addrs []string, n int, window time.Duration, started func()) int {
+func runDistlock(addrs []string, n int, window time.Duration, started, ended func()) int {
 	c, err := distlock.NewClient(addrs)
 	if err != nil {
 		log.Fatal(err)
@@ -170,6 +168,7 @@ func runDistlock(addrs []string, n int, window time.Duration, started func()) in
 	wg.Wait()
 	started()
 	time.Sleep(window)
+	ended()
 	lost := 0
 	for _, l := range leases {
 		if l.Err() != nil {
@@ -188,7 +187,7 @@ var extendScript = redis.NewScript(1, `if redis.call('GET', KEYS[1]) == ARGV[1] 
 // it extends the key on each master in turn, one request per pooled
 // connection, and counts a loss when a quorum did not confirm before the
 // validity of the last extension ran out.
-func runNaive(addrs []string, n int, window time.Duration, started func()) int {
+func runNaive(addrs []string, n int, window time.Duration, started, ended func()) int {
 	pools := make([]*redis.Pool, len(addrs))
 	for i, addr := range addrs {
 		pools[i] = &redis.Pool{MaxIdle: 256, MaxActive: 256, Wait: true, DialContext: func(ctx context.Context) (redis.Conn, error) {
@@ -245,6 +244,7 @@ func runNaive(addrs []string, n int, window time.Duration, started func()) int {
 	}
 	started()
 	time.Sleep(window)
+	ended()
 	close(stop)
 	wg.Wait()
 	return int(lost.Load())

@@ -1,0 +1,199 @@
+package distlock_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock"
+	"github.com/distlock/distlock/distlocktest"
+)
+
+// TestTokensStrictlyIncrease: 2 000 sequential acquisitions on 5 masters,
+// with masters killed (a minority at a time) and restarted empty, and
+// partial acquisitions that bump some counters without reaching a quorum:
+// every token is higher than the one before.
+func TestTokensStrictlyIncrease(t *testing.T) {
+	servers, c := cluster(t, 5, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	m := newMutex(t, c, name, distlock.WithoutRenewal())
+	rng := rand.New(rand.NewPCG(1, 2))
+	var (
+		last             uint64
+		down             []*distlocktest.Server
+		restarts, partia int
+	)
+	for i := range 2000 {
+		switch {
+		case i%100 == 50 && len(down) == 0:
+			// A minority dies; it comes back empty 25 acquisitions later.
+			for _, k := range rng.Perm(5)[:1+rng.IntN(2)] {
+				require.NoError(t, servers[k].Kill())
+				down = append(down, servers[k])
+			}
+		case i%100 == 75:
+			for _, s := range down {
+				require.NoError(t, s.Restart())
+				restarts++
+			}
+			down = nil
+		case rng.IntN(5) == 0:
+			// Someone else holds the lock on 3 masters: this round fails after
+			// setting (and incrementing the counter on) the other two.
+			foreign := rng.Perm(5)[:3]
+			for _, k := range foreign {
+				_, _ = servers[k].Do("SET", name, "foreign", "PX", 60000)
+			}
+			_, err := m.TryLock(context.Background())
+			require.ErrorIs(t, err, distlock.ErrLocked)
+			for _, k := range foreign {
+				_, _ = servers[k].Do("DEL", name)
+			}
+			partia++
+		}
+		var lease *distlock.Lease
+		require.Eventually(t, func() bool { // masters just restarted may still be suspected
+			var err error
+			lease, err = m.TryLock(context.Background())
+			return err == nil
+		}, 5*time.Second, time.Millisecond)
+		token, err := lease.Token(context.Background())
+		require.NoError(t, err)
+		require.Greater(t, token, last, "acquisition %d: token must increase", i)
+		again, err := lease.Token(context.Background())
+		require.NoError(t, err)
+		require.Equal(t, token, again, "a lease has one token")
+		last = token
+		require.NoError(t, lease.Unlock(context.Background()))
+	}
+	t.Logf("last token %d; %d master restarts, %d partial acquisitions", last, restarts, partia)
+	assert.Positive(t, restarts)
+	assert.Positive(t, partia)
+}
+
+func TestTokenOfEndedLease(t *testing.T) {
+	_, c := cluster(t, 3)
+	lease, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(context.Background()))
+	_, err = lease.Token(context.Background())
+	assert.ErrorIs(t, err, distlock.ErrNotHeld)
+	var nilLease *distlock.Lease
+	_, err = nilLease.Token(context.Background())
+	assert.ErrorIs(t, err, distlock.ErrNotHeld)
+}
+
+// TestFencedLateWrite: A gets its token and is "paused" (its clock is a
+// mock that does not move, so it still believes it holds the lock) while
+// its keys expire; B acquires with a higher token and writes. When A wakes
+// and writes, every master refuses it.
+func TestFencedLateWrite(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	name := lockName(t)
+	ca := newClient(t, distlocktest.Addrs(servers), distlock.WithClock(clock.NewMock()))
+	cb := newClient(t, distlocktest.Addrs(servers))
+	ga, err := distlock.NewGuarded[string](ca, name, nil, distlock.WithTTL(300*time.Millisecond))
+	require.NoError(t, err)
+	gb, err := distlock.NewGuarded[string](cb, name, nil)
+	require.NoError(t, err)
+
+	paused, resume := make(chan struct{}), make(chan struct{})
+	errA := make(chan error, 1)
+	go func() {
+		errA <- ga.Update(context.Background(), func(ctx context.Context, v *string) error {
+			close(paused)
+			<-resume // A stops here while its lease runs out on the masters
+			*v = "A's late write"
+			return nil
+		})
+	}()
+	<-paused
+	require.NoError(t, gb.Update(context.Background(), func(ctx context.Context, v *string) error {
+		*v = "B's write"
+		return nil
+	}))
+	_, tokenB, err := gb.Load(context.Background())
+	require.NoError(t, err)
+
+	close(resume)
+	err = <-errA
+	assert.ErrorIs(t, err, distlock.ErrFenced)
+	v, token, err := gb.Load(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "B's write", v)
+	assert.Equal(t, tokenB, token)
+	for _, s := range servers {
+		stored, err := s.Do("HGET", name+":value", "data")
+		require.NoError(t, err)
+		assert.Equal(t, `"B's write"`, string(stored.([]byte)), "refused on %s", s.Addr())
+	}
+}
+
+// TestGuardedCounter: 8 processes (Clients) x 500 increments of a Guarded
+// counter while masters are paused one at a time: the final value is exact.
+func TestGuardedCounter(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	name := lockName(t)
+	const procs, increments = 8, 500
+	var wg sync.WaitGroup
+	errs := make(chan error, procs)
+	stop := make(chan struct{})
+	var pauses atomic.Int32
+	go func() { // one master paused at a time, at random, for 20-100ms
+		rng := rand.New(rand.NewPCG(3, 4))
+		for {
+			s := servers[rng.IntN(len(servers))]
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(50+rng.IntN(100)) * time.Millisecond):
+			}
+			_ = s.Pause()
+			pauses.Add(1)
+			time.Sleep(time.Duration(20+rng.IntN(80)) * time.Millisecond)
+			_ = s.Resume()
+		}
+	}()
+	for p := range procs {
+		c := newClient(t, distlocktest.Addrs(servers), distlock.WithMasterTimeout(50*time.Millisecond))
+		g, err := distlock.NewGuarded[int](c, name, nil, distlock.WithRetry(fastRetry))
+		require.NoError(t, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range increments {
+				err := g.Update(context.Background(), func(ctx context.Context, n *int) error {
+					*n++
+					return nil
+				})
+				if err != nil {
+					errs <- fmt.Errorf("process %d: %w", p, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for _, s := range servers {
+		_ = s.Resume()
+	}
+	g, err := distlock.NewGuarded[int](newClient(t, distlocktest.Addrs(servers)), name, nil)
+	require.NoError(t, err)
+	v, _, err := g.Load(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, procs*increments, v)
+	t.Logf("%d increments with %d master pauses", v, pauses.Load())
+}
