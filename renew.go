@@ -17,8 +17,9 @@ import (
 // Leases wait in a heap ordered by their next due time (renewal, safety
 // deadline, max hold), so the cost is one timer for the whole Client, not a
 // goroutine per lease. Extension rounds are event-driven: the pipeline puts
-// their replies in the renewer's inbox and the loop counts them, and all the
-// extensions that fall due together go to each master in one flush.
+// their replies in the renewer's inbox and the loop counts them. The
+// extensions that fall due together go to each master as one script call
+// over up to maxExtendBatch keys (extend_many.lua), in one flush.
 //
 // Extensions are submitted with mu held, and Unlock takes the lease out of
 // the heap with mu held before it releases: so no extension is sent after
@@ -35,6 +36,7 @@ type renewer struct {
 	armedAt  time.Time            // when the loop's timer fires; zero while it is not armed
 	inflight int                  // extension rounds in flight
 	armed    func(time.Time, int) // test hook: the time the timer is armed for, and inflight
+	starting []*watch             // renewals due in this pass of the loop, sent together
 	inboxMu  sync.Mutex           // guards inbox; never held with mu by the pipeline
 	inbox    []reply              // replies of extension rounds, for the loop
 
@@ -86,6 +88,15 @@ func (w *watch) due(now time.Time) bool {
 
 // maxRenewSlack bounds how early a renewal may start to join a batch.
 const maxRenewSlack = 20 * time.Millisecond
+
+// maxExtendBatch bounds the leases extended by one script call, so that one
+// call never keeps a master busy for long.
+const maxExtendBatch = 256
+
+// renewChunk is one extend_many.lua call: the rounds of its keys, in order.
+type renewChunk struct {
+	rounds []*renewRound
+}
 
 // renewRound is one extension round in flight.
 type renewRound struct {
@@ -247,6 +258,7 @@ func (r *renewer) loop() {
 		for len(r.heap) > 0 && r.heap[0].due(now) {
 			r.act(r.heap[0], now)
 		}
+		r.sendRounds()
 		timer.Stop()
 		var fire <-chan time.Time
 		r.armedAt = time.Time{}
@@ -289,23 +301,60 @@ func (r *renewer) act(w *watch, now time.Time) {
 	}
 }
 
+// startRound starts w's extension round; sendRounds sends it. mu is held.
 func (r *renewer) startRound(w *watch, now time.Time) {
-	l := w.lease
-	rd := &renewRound{w: w, t0: now}
-	w.round = rd
+	w.round = &renewRound{w: w, t0: now}
 	w.rounds++
 	r.inflight++
-	args := []any{l.mutex.name, l.token, l.mutex.cfg.ttl.Milliseconds()}
-	for i, ms := range r.c.masters {
-		ms.submit(&command{script: extendScript, args: args, idx: i, tag: rd, reply: r})
-	}
 	heap.Fix(&r.heap, w.index)
+	r.starting = append(r.starting, w)
 }
 
-// onReply counts one master's answer to an extension round and, once the
-// round is decided, reschedules or loses the lease. mu is held.
+// sendRounds sends the rounds started in this pass to every master, up to
+// maxExtendBatch leases per script call. mu is held.
+func (r *renewer) sendRounds() {
+	pending := r.starting
+	for len(pending) > 0 {
+		ws := pending[:min(len(pending), maxExtendBatch)]
+		pending = pending[len(ws):]
+		chunk := &renewChunk{rounds: make([]*renewRound, len(ws))}
+		args := make([]any, 1, 1+3*len(ws))
+		args[0] = len(ws) // the key count
+		for i, w := range ws {
+			chunk.rounds[i] = w.round
+			args = append(args, w.lease.mutex.name)
+		}
+		for _, w := range ws {
+			args = append(args, w.lease.token, w.lease.mutex.cfg.ttl.Milliseconds())
+		}
+		for i, ms := range r.c.masters {
+			ms.submit(&command{script: extendManyScript, args: args, idx: i, tag: chunk, reply: r})
+		}
+	}
+	clear(r.starting)
+	r.starting = r.starting[:0]
+}
+
+// onReply splits one master's answer to an extend_many.lua call among the
+// rounds of its keys. mu is held.
 func (r *renewer) onReply(rep reply) {
-	rd := rep.tag.(*renewRound)
+	chunk := rep.tag.(*renewChunk)
+	vals, isArray := rep.val.([]any)
+	if rep.err == nil && (!isArray || len(vals) != len(chunk.rounds)) {
+		rep.err = fmt.Errorf("unexpected reply %T to extend", rep.val)
+	}
+	for i, rd := range chunk.rounds {
+		var v any
+		if rep.err == nil {
+			v = vals[i]
+		}
+		r.count(rd, rep.idx, v, rep.err)
+	}
+}
+
+// count records master idx's answer to rd and, once the round is decided,
+// reschedules or loses the lease. mu is held.
+func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 	if rd.done {
 		return
 	}
@@ -314,12 +363,12 @@ func (r *renewer) onReply(rep reply) {
 		if rd.errs == nil {
 			rd.errs = make([]error, n)
 		}
-		rd.errs[rep.idx] = err
+		rd.errs[idx] = err
 	}
-	v, ok := rep.val.(int64)
+	v, ok := val.(int64)
 	switch {
-	case rep.err != nil:
-		fail(rep.err)
+	case err != nil:
+		fail(err)
 		rd.failed++
 	case ok && v == replyDone:
 		rd.yes++
@@ -327,7 +376,7 @@ func (r *renewer) onReply(rep reply) {
 		fail(errNotOwner)
 		rd.lost++
 	default:
-		fail(fmt.Errorf("unexpected reply %v", rep.val))
+		fail(fmt.Errorf("unexpected reply %v", val))
 		rd.failed++
 	}
 

@@ -18,6 +18,8 @@ var (
 	extendSrc string
 	//go:embed scripts/release.lua
 	releaseSrc string
+	//go:embed scripts/extend_many.lua
+	extendManySrc string
 	//go:embed scripts/fence_read.lua
 	fenceReadSrc string
 	//go:embed scripts/fence_write.lua
@@ -34,6 +36,7 @@ var (
 	acquireScript      = redis.NewScript(2, acquireSrc)
 	extendScript       = redis.NewScript(1, extendSrc)
 	releaseScript      = redis.NewScript(1, releaseSrc)
+	extendManyScript   = redis.NewScript(-1, extendManySrc) // the key count comes first in the arguments
 	fenceReadScript    = redis.NewScript(2, fenceReadSrc)
 	fenceWriteScript   = redis.NewScript(2, fenceWriteSrc)
 	guardedWriteScript = redis.NewScript(1, guardedWriteSrc)
@@ -44,7 +47,7 @@ var (
 	// scriptSources are loaded (SCRIPT LOAD) on every new connection, before
 	// the connection carries any command, so EVALSHA finds them after a
 	// master restart.
-	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc,
+	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, extendManySrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc,
 		electionPublishSrc, electionReadSrc, electionRetractSrc}
 )
 

@@ -1,6 +1,7 @@
 // Command keepalive measures how many leases one process can keep alive:
 // it holds L leases on 3 local masters (TTL 2s) for a window and reports
-// losses, extend commands per second (counted by the servers) and CPU time,
+// losses, lease extensions and script calls per second (counted by the
+// servers) and CPU time,
 // for distlock's watchdog (one scheduler per Client, extensions pipelined)
 // and for a naive renewer (a goroutine and a ticker per lease, one request
 // per pooled connection), in the same run on the same servers.
@@ -60,7 +61,7 @@ func main() {
 	}
 	addrs := distlocktest.Addrs(servers)
 
-	fmt.Printf("| leases | renewer | losses | extend cmds/s | client CPU s | redis CPU s | goroutines |\n|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| leases | renewer | losses | lease extensions/s | script calls/s | client CPU s | redis CPU s | goroutines |\n|---|---|---|---|---|---|---|---|\n")
 	for _, f := range strings.Split(*leasesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
@@ -79,8 +80,8 @@ func main() {
 				func() { before = measure(servers) }, // all leases held: the window starts
 				func() { after = measure(servers) })  // the window ends, before clean-up
 			secs := after.wall.Sub(before.wall).Seconds()
-			fmt.Printf("| %d | %s | %d | %.0f | %.2f | %.2f | %d |\n", n, impl.name, losses,
-				float64(after.extends-before.extends)/secs, (after.cpu - before.cpu).Seconds(),
+			fmt.Printf("| %d | %s | %d | %.0f | %.0f | %.2f | %.2f | %d |\n", n, impl.name, losses,
+				float64(after.pexpires-before.pexpires)/secs, float64(after.extends-before.extends)/secs, (after.cpu - before.cpu).Seconds(),
 				(after.redisCPU - before.redisCPU).Seconds(), before.goroutines)
 		}
 	}
@@ -91,6 +92,7 @@ type sample struct {
 	cpu        time.Duration // this process, user + system
 	redisCPU   time.Duration // the three servers, user + system
 	extends    int64         // EVALSHA + EVAL calls on all servers
+	pexpires   int64         // PEXPIRE calls (inside scripts): one per lease extended on one master
 	goroutines int
 }
 
@@ -114,6 +116,8 @@ func measure(servers []*distlocktest.Server) sample {
 				s.extends += calls
 			} else if _, err := fmt.Sscanf(line, "cmdstat_eval:calls=%d", &calls); err == nil {
 				s.extends += calls
+			} else if _, err := fmt.Sscanf(line, "cmdstat_pexpire:calls=%d", &calls); err == nil {
+				s.pexpires += calls
 			}
 		}
 	}
