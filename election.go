@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-
-	"github.com/gomodule/redigo/redis"
 )
 
 // Election is leader election over the Client's masters with a typed leader
@@ -206,17 +204,28 @@ func (e *Election[T]) leader(ctx context.Context) (value T, term uint64, ok bool
 func (e *Election[T]) Observe(ctx context.Context) <-chan T {
 	out := make(chan T)
 	notes := make(chan announcement, 64)
-	var wg sync.WaitGroup
-	for _, ms := range e.mutex.client.masters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			e.subscribe(ctx, ms, notes)
-		}()
+	subs := make([]*pubsub, len(e.mutex.client.masters))
+	for i, ms := range e.mutex.client.masters {
+		subs[i] = startPubSub(ms, func(_ string, data []byte) {
+			term, value, ok := bytes.Cut(data, []byte(":"))
+			t, err := strconv.ParseUint(string(term), 10, 64)
+			if !ok || err != nil {
+				return
+			}
+			select {
+			case notes <- announcement{term: t, data: value}:
+			case <-ctx.Done():
+			}
+		})
+		subs[i].add(e.channel)
 	}
 	go func() {
 		defer close(out)
-		defer wg.Wait()
+		defer func() {
+			for _, p := range subs {
+				p.close()
+			}
+		}()
 		var last uint64
 		deliver := func(term uint64, v T) bool {
 			if term <= last {
@@ -260,89 +269,4 @@ func (e *Election[T]) Observe(ctx context.Context) <-chan T {
 type announcement struct {
 	term uint64
 	data []byte
-}
-
-// subscribePing is how often an idle subscription is pinged; a subscription
-// silent for twice as long is reconnected.
-const subscribePing = time.Second
-
-// subscribe forwards the election's announcements from one master to notes
-// until ctx ends, reconnecting after failures (a master restart).
-func (e *Election[T]) subscribe(ctx context.Context, ms *master, notes chan<- announcement) {
-	delay := probeMin
-	for ctx.Err() == nil {
-		if e.subscribeOnce(ctx, ms, notes) {
-			delay = probeMin
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-		t.Stop()
-		delay = min(2*delay, probeMax)
-	}
-}
-
-// subscribeOnce runs one subscription; it reports whether it got as far as
-// subscribing.
-func (e *Election[T]) subscribeOnce(ctx context.Context, ms *master, notes chan<- announcement) bool {
-	dialCtx, cancel := context.WithTimeout(ctx, ms.dialTimeout)
-	conn, err := ms.pool.GetContext(dialCtx)
-	cancel()
-	if err != nil {
-		return false
-	}
-	defer conn.Close()
-	psc := redis.PubSubConn{Conn: conn}
-	if err := psc.Subscribe(e.channel); err != nil {
-		return false
-	}
-	// The writer side: keep the connection busy with pings, and unsubscribe
-	// when ctx ends, which makes the reader below return.
-	done := make(chan struct{})
-	writer := make(chan struct{})
-	go func() {
-		defer close(writer)
-		t := time.NewTicker(subscribePing)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				_ = psc.Unsubscribe()
-				return
-			case <-t.C:
-				if psc.Ping("") != nil {
-					return
-				}
-			}
-		}
-	}()
-	defer func() {
-		close(done)
-		<-writer
-	}()
-	for {
-		switch v := psc.ReceiveWithTimeout(2 * subscribePing).(type) {
-		case redis.Message:
-			term, data, ok := bytes.Cut(v.Data, []byte(":"))
-			t, err := strconv.ParseUint(string(term), 10, 64)
-			if !ok || err != nil {
-				continue
-			}
-			select {
-			case notes <- announcement{term: t, data: data}:
-			case <-ctx.Done():
-				return true
-			}
-		case redis.Subscription:
-			if v.Count == 0 {
-				return true // unsubscribed: ctx ended
-			}
-		case error:
-			return true
-		}
-	}
 }

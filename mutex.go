@@ -20,6 +20,7 @@ type Mutex struct {
 	client   *Client
 	name     string
 	fenceKey string // the fencing counter beside the lock key
+	channel  string // where releases are announced
 	cfg      lockConfig
 }
 
@@ -34,7 +35,7 @@ func (c *Client) NewMutex(name string, opts ...Option) (*Mutex, error) {
 	if err := cfg.validate(name); err != nil {
 		return nil, err
 	}
-	return &Mutex{client: c, name: name, fenceKey: name + ":fence", cfg: cfg}, nil
+	return &Mutex{client: c, name: name, fenceKey: name + ":fence", channel: name + releaseSuffix, cfg: cfg}, nil
 }
 
 // Name returns the lock's name, which is also its Redis key.
@@ -144,7 +145,7 @@ wait:
 func (m *Mutex) cleanUp(token string, outcome []error, answered []bool) {
 	c := m.client
 	replies := make(replyChan, len(c.masters))
-	args := []any{m.name, token}
+	args := []any{m.name, token, m.channel}
 	resendUntil := time.Now().Add(m.cfg.ttl)
 	waitFor := 0
 	for i, ms := range c.masters {

@@ -35,11 +35,12 @@ type Pool interface {
 //
 // A Client is safe for concurrent use.
 type Client struct {
-	masters []*master
-	quorum  int
-	clock   clock.Clock
-	owned   []*redis.Pool // pools built by NewClient, closed by Close
-	renewer *renewer      // the watchdog of every lease
+	masters  []*master
+	quorum   int
+	clock    clock.Clock
+	owned    []*redis.Pool // pools built by NewClient, closed by Close
+	renewer  *renewer      // the watchdog of every lease
+	notifier *notifier     // release announcements for waiting Lock calls
 
 	closeOnce sync.Once
 }
@@ -80,7 +81,7 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 		parsed[i] = a
 	}
 	c := &Client{clock: cfg.clock, quorum: len(addrs)/2 + 1}
-	c.renewer = newRenewer(c)
+	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	for _, a := range parsed {
 		p := a.pool(&cfg)
 		c.owned = append(c.owned, p)
@@ -117,7 +118,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 	}
 	// Only now start the masters' goroutines: an error above leaves none.
 	c := &Client{clock: cfg.clock, quorum: len(pools)/2 + 1}
-	c.renewer = newRenewer(c)
+	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	for i, p := range pools {
 		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, &cfg))
 	}
@@ -141,6 +142,7 @@ func (c *Client) Close() error {
 		// Leases first: their watchdog stops and they are lost (ErrClosed),
 		// so no extension is queued behind the masters' shutdown.
 		c.renewer.close()
+		c.notifier.close()
 		var wg sync.WaitGroup
 		for _, m := range c.masters {
 			wg.Add(1)

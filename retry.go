@@ -9,20 +9,49 @@ import (
 	"github.com/cenkalti/backoff/v4"
 )
 
-// Lock acquires the lock, retrying failed rounds after the delays of the
-// retry policy (see WithRetry) until a round succeeds, ctx ends, or the
-// policy returns backoff.Stop. A wait never sleeps past the moment the
-// holder's keys expire.
+// Lock acquires the lock, retrying failed rounds until a round succeeds, ctx
+// ends, or the retry policy (see WithRetry) returns backoff.Stop.
+//
+// While someone else holds the lock, Lock waits for its release to be
+// announced (the release script publishes on "<name>:release"; the Client
+// keeps one subscriber connection per master) and tries again at once, with
+// a short random spread; the policy's delay is only the fallback for a
+// holder that dies without releasing or a notice that is lost, and no wait
+// outlasts the holder's remaining TTL. Within one Client, waiters for one
+// name queue in FIFO order and only the head contends on the masters. A
+// Client that has just released a lock that others wait for lets them go
+// first for a moment.
 //
 // On failure it returns an error matching ErrNotAcquired and the last
-// round's reason (ErrLocked, a *QuorumError); if ctx ended, it also matches
-// ctx.Err(), so errors.Is(err, context.DeadlineExceeded) tells a timeout from
-// a lock that stayed busy. No key of a failed round is left behind.
+// round's reason (ErrLocked, a *QuorumError, ErrClosed); if ctx ended, it
+// also matches ctx.Err(), so errors.Is(err, context.DeadlineExceeded) tells a
+// timeout from a lock that stayed busy. No key of a failed round is left
+// behind.
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 	b := m.newBackOff()
 	clk := m.client.clock
+	n := m.client.notifier
+	var w *waiter // our place in the Client's queue for this name, once we wait
+	defer func() {
+		if w != nil {
+			n.leave(m.name, w)
+		}
+	}()
+	if n.queued(m.name) {
+		w = n.join(m.name) // behind this Client's earlier waiters
+	}
 	var last error // the reason the last complete round failed
 	for {
+		if w != nil {
+			select {
+			case <-w.head:
+			case <-ctx.Done():
+				return nil, notAcquired(last, ctx.Err())
+			}
+		}
+		if d := n.yieldFor(m.name); d > 0 && !sleep(ctx, clk, d) {
+			return nil, notAcquired(last, ctx.Err())
+		}
 		lease, heldFor, err := m.acquire(ctx)
 		if err == nil {
 			return lease, nil
@@ -35,7 +64,17 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 			}
 			return nil, notAcquired(err, ctxErr)
 		}
+		if errors.Is(err, ErrClosed) {
+			return nil, notAcquired(err, nil)
+		}
 		last = err
+		if w == nil && errors.Is(err, ErrLocked) {
+			// From now on a release notice wakes us. Subscribing takes a
+			// moment: try once more at once, in case the release came first.
+			if w = n.join(m.name); w != nil {
+				continue
+			}
+		}
 		d := b.NextBackOff()
 		if d == backoff.Stop {
 			return nil, notAcquired(err, nil)
@@ -43,9 +82,28 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 		if heldFor > 0 && heldFor < d {
 			d = heldFor
 		}
-		if !sleep(ctx, clk, d) {
+		if !m.wait(ctx, w, d) {
 			return nil, notAcquired(err, ctx.Err())
 		}
+	}
+}
+
+// wait sleeps d on the Client's clock, or until a release is announced to w
+// (then a short spread, see notifier.spread). It reports false if ctx ended.
+func (m *Mutex) wait(ctx context.Context, w *waiter, d time.Duration) bool {
+	clk := m.client.clock
+	if w == nil {
+		return sleep(ctx, clk, d)
+	}
+	t := clk.Timer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-w.wake:
+		return sleep(ctx, clk, m.client.notifier.spread(w))
+	case <-ctx.Done():
+		return false
 	}
 }
 

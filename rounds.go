@@ -37,12 +37,20 @@ func (m *Mutex) release(ctx context.Context, token string) error {
 	n, q := len(c.masters), c.quorum
 	// A master that is down gets the release again when it answers, for as
 	// long as the key could still exist there.
-	replies := c.fanout(releaseScript, []any{m.name, token}, time.Now().Add(m.cfg.ttl))
+	replies := c.fanout(releaseScript, []any{m.name, token, m.channel}, time.Now().Add(m.cfg.ttl))
 	// Our token is gone from a master when the release deleted it (yes) or
 	// it was not there (lost: expired, or never set by a fast-quorum acquire).
-	yes, lost, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
+	yes, lost, _, errs, top := m.collectTop(ctx, replies, func(yes, lost, failed int) bool {
 		return yes >= q || lost > n-q || yes+lost+failed == n
 	})
+	if yes > 0 {
+		// Wake this Client's next waiter at once; and if the release was
+		// announced to subscribers, give them the first go at the lock.
+		c.notifier.released(m.name)
+		if top > replyDone {
+			c.notifier.yield(m.name)
+		}
+	}
 	switch {
 	case lost > n-q:
 		return ErrNotHeld // not held on a quorum when Unlock came
@@ -56,7 +64,15 @@ func (m *Mutex) release(ctx context.Context, token string) error {
 // the outcome is decided or ctx ends. It counts masters that did it (yes),
 // that no longer hold our token (lost: the key is gone or another's), and
 // that failed; errs[i] is master i's error, or nil if it said yes.
+//
+// A script's "done" reply is 1, or more for release.lua (1 + the number of
+// subscribers its announcement reached); top is the highest reply seen.
 func (m *Mutex) collect(ctx context.Context, replies replyChan, done func(yes, lost, failed int) bool) (yes, lost, failed int, errs []error) {
+	yes, lost, failed, errs, _ = m.collectTop(ctx, replies, done)
+	return yes, lost, failed, errs
+}
+
+func (m *Mutex) collectTop(ctx context.Context, replies replyChan, done func(yes, lost, failed int) bool) (yes, lost, failed int, errs []error, top int64) {
 	n := len(m.client.masters)
 	errs = make([]error, n)
 	answered := make([]bool, n)
@@ -70,8 +86,9 @@ func (m *Mutex) collect(ctx context.Context, replies replyChan, done func(yes, l
 			case r.err != nil:
 				errs[r.idx] = r.err
 				failed++
-			case ok && v == replyDone:
+			case ok && v >= replyDone:
 				yes++
+				top = max(top, v)
 			case ok && (v == replyMissing || v == replyNotOwner):
 				errs[r.idx] = errNotOwner
 				lost++
@@ -90,5 +107,5 @@ func (m *Mutex) collect(ctx context.Context, replies replyChan, done func(yes, l
 			errs[i] = unanswered
 		}
 	}
-	return yes, lost, failed, errs
+	return yes, lost, failed, errs, top
 }
