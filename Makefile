@@ -3,7 +3,7 @@
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test bench redis
+.PHONY: demo test bench bench-compare keepalive redis
 
 demo: redis
 	go run ./examples/worker
@@ -15,6 +15,15 @@ test: redis
 
 bench: redis
 	go test -run '^$$' -bench . -benchmem .
+
+# distlock side by side with redsync, bsm/redislock, rueidislock and the raw
+# bound, on the same redis-servers; writes bench/results/compare.{md,csv,svg}.
+bench-compare: redis
+	cd bench && go run ./compare -out results
+
+# Leases kept alive by one process, distlock against a naive renewer.
+keepalive: redis
+	cd bench && go run ./keepalive -window 30s
 
 redis:
 	@command -v redis-server >/dev/null 2>&1 || { \

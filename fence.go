@@ -46,7 +46,7 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	replies := m.client.fanout(fenceWriteScript, []any{m.name, m.fenceKey, l.token, strconv.FormatUint(token, 10)}, time.Time{})
+	replies := m.client.fanout(fenceWriteScript, []any{m.nameArg, m.fenceArg, l.token, strconv.FormatUint(token, 10)}, time.Time{})
 	n, q := len(m.client.masters), m.client.quorum
 	yes, lost, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
 		return yes >= q || lost+failed > n-q
@@ -69,7 +69,7 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 
 // readFence returns the highest fencing counter over a quorum of masters
 // that hold token.
-func (m *Mutex) readFence(ctx context.Context, token string) (uint64, error) {
+func (m *Mutex) readFence(ctx context.Context, token any) (uint64, error) {
 	c := m.client
 	n, q := len(c.masters), c.quorum
 	replies := c.fanout(fenceReadScript, []any{m.name, m.fenceKey, token}, time.Time{})

@@ -26,7 +26,7 @@ import (
 // on a nil or ended Lease, return ErrNotHeld and never panic.
 type Lease struct {
 	mutex *Mutex
-	token string
+	token any // the acquisition's token: a string, boxed once
 
 	mu       sync.Mutex
 	until    time.Time
@@ -37,7 +37,8 @@ type Lease struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 
-	watch *watch // the watchdog's state; guarded by the Client's renewer
+	watch *watch // the watchdog's state (&wd once registered); guarded by the Client's renewer
+	wd    watch
 
 	fenceMu sync.Mutex // serializes Token
 	fence   uint64     // the fencing token, once handed out
@@ -50,7 +51,7 @@ var closedChan = func() chan struct{} {
 }()
 
 // newLease returns a held lease and hands it to the Client's watchdog.
-func newLease(m *Mutex, token string, until time.Time) *Lease {
+func newLease(m *Mutex, token any, until time.Time) *Lease {
 	l := &Lease{mutex: m, token: token, until: until}
 	m.client.renewer.add(l)
 	return l

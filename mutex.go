@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/gomodule/redigo/redis"
 )
 
 // Mutex is a named lock over the Client's masters. It holds no state between
@@ -22,6 +20,10 @@ type Mutex struct {
 	fenceKey string // the fencing counter beside the lock key
 	channel  string // where releases are announced
 	cfg      lockConfig
+
+	// The script arguments that never change, boxed once: putting a string
+	// or an int64 in an interface allocates.
+	nameArg, fenceArg, channelArg, ttlArg any
 }
 
 // NewMutex returns the lock called name. It checks the name and the options
@@ -35,7 +37,9 @@ func (c *Client) NewMutex(name string, opts ...Option) (*Mutex, error) {
 	if err := cfg.validate(name); err != nil {
 		return nil, err
 	}
-	return &Mutex{client: c, name: name, fenceKey: name + ":fence", channel: name + releaseSuffix, cfg: cfg}, nil
+	m := &Mutex{client: c, name: name, fenceKey: name + ":fence", channel: name + releaseSuffix, cfg: cfg}
+	m.nameArg, m.fenceArg, m.channelArg, m.ttlArg = m.name, m.fenceKey, m.channel, m.cfg.ttl.Milliseconds()
+	return m, nil
 }
 
 // Name returns the lock's name, which is also its Redis key.
@@ -62,15 +66,15 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 	}
 	c := m.client
 	n, q := len(c.masters), c.quorum
-	token := newToken()
+	token := any(newToken()) // boxed once, for every round of this lease
 
 	t0 := c.clock.Now()
-	replies := c.fanout(acquireScript, []any{m.name, m.fenceKey, token, m.cfg.ttl.Milliseconds()}, time.Time{})
+	replies := c.fanout(acquireScript, []any{m.nameArg, m.fenceArg, token, m.ttlArg}, time.Time{})
 	var (
 		yes      int
 		failed   int
-		outcome  = make([]error, n) // nil: yes or no answer yet
-		answered = make([]bool, n)
+		outcome  = make([]error, n, 8) // nil: yes or no answer yet
+		answered = make([]bool, n, 8)
 		heldFor  time.Duration // the soonest expiry of another owner's key
 		ctxErr   error
 	)
@@ -142,11 +146,12 @@ wait:
 // waits for the masters that answered the acquire; a master whose acquire is
 // still outstanding gets its release queued behind that acquire on the same
 // connection, so the release takes effect after it, and is not waited for.
-func (m *Mutex) cleanUp(token string, outcome []error, answered []bool) {
+func (m *Mutex) cleanUp(token any, outcome []error, answered []bool) {
 	c := m.client
 	replies := make(replyChan, len(c.masters))
-	args := []any{m.name, token, m.channel}
+	args := releaseScript.evalsha(m.nameArg, token, m.channelArg)
 	resendUntil := time.Now().Add(m.cfg.ttl)
+	cmds := make([]command, len(c.masters))
 	waitFor := 0
 	for i, ms := range c.masters {
 		if answered[i] && errors.Is(outcome[i], ErrLocked) {
@@ -155,7 +160,8 @@ func (m *Mutex) cleanUp(token string, outcome []error, answered []bool) {
 		if answered[i] {
 			waitFor++
 		}
-		ms.submit(&command{script: releaseScript, args: args, idx: i, reply: replies, resendUntil: resendUntil})
+		cmds[i] = command{script: releaseScript, args: args, idx: i, reply: replies, resendUntil: resendUntil}
+		ms.submit(&cmds[i])
 	}
 	if waitFor == 0 {
 		return
@@ -176,10 +182,13 @@ func (m *Mutex) cleanUp(token string, outcome []error, answered []bool) {
 
 // fanout sends one script call to every master and returns the channel on
 // which their replies arrive, each tagged with the master's index.
-func (c *Client) fanout(script *redis.Script, args []any, resendUntil time.Time) replyChan {
+func (c *Client) fanout(script *lua, args []any, resendUntil time.Time) replyChan {
 	replies := make(replyChan, len(c.masters))
+	full := script.evalsha(args...)
+	cmds := make([]command, len(c.masters))
 	for i, ms := range c.masters {
-		ms.submit(&command{script: script, args: args, idx: i, reply: replies, resendUntil: resendUntil})
+		cmds[i] = command{script: script, args: full, idx: i, reply: replies, resendUntil: resendUntil}
+		ms.submit(&cmds[i])
 	}
 	return replies
 }

@@ -31,9 +31,9 @@ var errQueueFull = errors.New("distlock: master request queue full")
 
 // command is one request to one master, pipelined on its connection.
 type command struct {
-	script *redis.Script // sent with EVALSHA; nil for a plain command
-	name   string        // the plain command when script is nil
-	args   []any         // keys and arguments
+	script *lua      // sent with EVALSHA (args from script.evalsha); nil for a plain command
+	name   string    // the plain command when script is nil
+	args   []any     // the command's arguments
 	idx    int           // the master's index, echoed in the reply
 	tag    any           // the caller's, echoed in the reply
 	reply  replySink     // where the reply goes; nil: nobody waits
@@ -66,7 +66,7 @@ func (ch replyChan) put(r reply) { ch <- r }
 
 func (c *command) send(conn redis.Conn) error {
 	if c.script != nil {
-		return c.script.SendHash(conn, c.args...)
+		return conn.Send("EVALSHA", c.args...)
 	}
 	return conn.Send(c.name, c.args...)
 }
@@ -291,11 +291,11 @@ func (m *master) writeLoop() {
 				continue
 			}
 		}
-		out := make([]*command, len(batch))
-		copy(out, batch)
-		if err := p.write(out); err != nil {
+		// The batch goes to the reader, which gives the slice back for reuse.
+		// On error the writer keeps it: batch still lists the same commands.
+		if err := p.write(append(p.batchSlice(), batch...)); err != nil {
 			m.markDown(err)
-			m.failAll(out, m.downErr())
+			m.failAll(batch, m.downErr())
 			p.stop()
 			p = nil
 		}
@@ -325,6 +325,7 @@ func (m *master) connect() (*pipe, error) {
 	p := &pipe{
 		conn: conn,
 		sent: make(chan []*command, inflightBatches),
+		free: make(chan []*command, inflightBatches),
 		dead: make(chan struct{}),
 		done: make(chan struct{}),
 	}
@@ -339,9 +340,20 @@ func (m *master) connect() (*pipe, error) {
 type pipe struct {
 	conn     redis.Conn
 	sent     chan []*command // flushed batches, in order, awaiting replies
+	free     chan []*command // batches the reader is done with, for reuse
 	dead     chan struct{}   // closed by the reader when the connection failed
 	done     chan struct{}   // closed when the reader exits
 	needLoad atomic.Bool     // send SCRIPT LOAD before the next batch
+}
+
+// batchSlice returns an empty slice for a batch, reused when one is free.
+func (p *pipe) batchSlice() []*command {
+	select {
+	case b := <-p.free:
+		return b
+	default:
+		return make([]*command, 0, 16)
+	}
 }
 
 func (p *pipe) isDead() bool {
@@ -400,8 +412,7 @@ func (p *pipe) readLoop(m *master) {
 				continue
 			}
 			v, err := receiveOrDo(p.conn, m.timeout, "")
-			var re redis.Error
-			if err != nil && !errors.As(err, &re) {
+			if err != nil && !isReplyError(err) {
 				// The connection failed (timeout, reset, EOF): every reply
 				// still expected on it is lost.
 				broken = err
@@ -424,7 +435,19 @@ func (p *pipe) readLoop(m *master) {
 			}
 			c.deliver(v, err)
 		}
+		clear(batch)
+		select {
+		case p.free <- batch[:0]:
+		default:
+		}
 	}
+}
+
+// isReplyError reports whether err is an error reply from the server (the
+// connection is fine), as opposed to a failure of the connection.
+func isReplyError(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re)
 }
 
 // receiveOrDo receives one reply (cmd == "") or runs cmd, bounded by timeout

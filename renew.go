@@ -130,7 +130,8 @@ func (r *renewer) put(rep reply) {
 func (r *renewer) add(l *Lease) {
 	cfg := &l.mutex.cfg
 	acquired := l.until.Add(cfg.drift() - cfg.ttl) // the start of the acquire round
-	w := &watch{lease: l, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
+	l.wd = watch{lease: l, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
+	w := &l.wd // part of the Lease: one allocation less per lock
 	if !cfg.noRenewal {
 		w.renewAt = acquired.Add(cfg.interval())
 	}
@@ -318,14 +319,14 @@ func (r *renewer) sendRounds() {
 		ws := pending[:min(len(pending), maxExtendBatch)]
 		pending = pending[len(ws):]
 		chunk := &renewChunk{rounds: make([]*renewRound, len(ws))}
-		args := make([]any, 1, 1+3*len(ws))
-		args[0] = len(ws) // the key count
+		args := make([]any, 0, 2+3*len(ws))
+		args = append(args, extendManyScript.Hash(), len(ws)) // EVALSHA sha numkeys keys... argv...
 		for i, w := range ws {
 			chunk.rounds[i] = w.round
-			args = append(args, w.lease.mutex.name)
+			args = append(args, w.lease.mutex.nameArg)
 		}
 		for _, w := range ws {
-			args = append(args, w.lease.token, w.lease.mutex.cfg.ttl.Milliseconds())
+			args = append(args, w.lease.token, w.lease.mutex.ttlArg)
 		}
 		for i, ms := range r.c.masters {
 			ms.submit(&command{script: extendManyScript, args: args, idx: i, tag: chunk, reply: r})

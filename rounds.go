@@ -9,11 +9,11 @@ import (
 // extend runs one extend round for token. It returns the new end of
 // validity, or an error; notOurs reports that a quorum answered that the key
 // is gone or belongs to someone else, which no retry can mend.
-func (m *Mutex) extend(ctx context.Context, token string) (until time.Time, notOurs bool, err error) {
+func (m *Mutex) extend(ctx context.Context, token any) (until time.Time, notOurs bool, err error) {
 	c := m.client
 	n, q := len(c.masters), c.quorum
 	t0 := c.clock.Now()
-	replies := c.fanout(extendScript, []any{m.name, token, m.cfg.ttl.Milliseconds()}, time.Time{})
+	replies := c.fanout(extendScript, []any{m.nameArg, token, m.ttlArg}, time.Time{})
 	yes, lost, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
 		return yes >= q || lost+failed > n-q
 	})
@@ -32,12 +32,12 @@ func (m *Mutex) extend(ctx context.Context, token string) (until time.Time, notO
 
 // release runs one release round for token and reports whether a quorum
 // confirmed it (see Lease.Unlock for the results).
-func (m *Mutex) release(ctx context.Context, token string) error {
+func (m *Mutex) release(ctx context.Context, token any) error {
 	c := m.client
 	n, q := len(c.masters), c.quorum
 	// A master that is down gets the release again when it answers, for as
 	// long as the key could still exist there.
-	replies := c.fanout(releaseScript, []any{m.name, token, m.channel}, time.Now().Add(m.cfg.ttl))
+	replies := c.fanout(releaseScript, []any{m.nameArg, token, m.channelArg}, time.Now().Add(m.cfg.ttl))
 	// Our token is gone from a master when the release deleted it (yes) or
 	// it was not there (lost: expired, or never set by a fast-quorum acquire).
 	yes, lost, _, errs, top := m.collectTop(ctx, replies, func(yes, lost, failed int) bool {
@@ -74,9 +74,17 @@ func (m *Mutex) collect(ctx context.Context, replies replyChan, done func(yes, l
 
 func (m *Mutex) collectTop(ctx context.Context, replies replyChan, done func(yes, lost, failed int) bool) (yes, lost, failed int, errs []error, top int64) {
 	n := len(m.client.masters)
-	errs = make([]error, n)
-	answered := make([]bool, n)
-	unanswered := errNoAnswer
+	// Kept on the stack: a round that succeeds returns no errors and
+	// allocates nothing here.
+	var errBuf [8]error
+	var ansBuf [8]bool
+	local, answered := errBuf[:0], ansBuf[:0]
+	if n <= len(errBuf) {
+		local, answered = errBuf[:n], ansBuf[:n]
+	} else {
+		local, answered = make([]error, n), make([]bool, n)
+	}
+	var unanswered error
 	for !done(yes, lost, failed) {
 		select {
 		case r := <-replies:
@@ -84,16 +92,16 @@ func (m *Mutex) collectTop(ctx context.Context, replies replyChan, done func(yes
 			v, ok := r.val.(int64)
 			switch {
 			case r.err != nil:
-				errs[r.idx] = r.err
+				local[r.idx] = r.err
 				failed++
 			case ok && v >= replyDone:
 				yes++
 				top = max(top, v)
 			case ok && (v == replyMissing || v == replyNotOwner):
-				errs[r.idx] = errNotOwner
+				local[r.idx] = errNotOwner
 				lost++
 			default:
-				errs[r.idx] = fmt.Errorf("unexpected reply %v", r.val)
+				local[r.idx] = fmt.Errorf("unexpected reply %v", r.val)
 				failed++
 			}
 			continue
@@ -102,7 +110,15 @@ func (m *Mutex) collectTop(ctx context.Context, replies replyChan, done func(yes
 		}
 		break
 	}
+	if failed+lost == 0 && unanswered == nil {
+		return yes, lost, failed, nil, top // decided by yes answers: nothing to report
+	}
+	if unanswered == nil {
+		unanswered = errNoAnswer
+	}
+	errs = make([]error, n)
 	for i := range errs {
+		errs[i] = local[i]
 		if !answered[i] {
 			errs[i] = unanswered
 		}

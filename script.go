@@ -33,16 +33,16 @@ var (
 	//go:embed scripts/election_retract.lua
 	electionRetractSrc string
 
-	acquireScript      = redis.NewScript(2, acquireSrc)
-	extendScript       = redis.NewScript(1, extendSrc)
-	releaseScript      = redis.NewScript(1, releaseSrc)
-	extendManyScript   = redis.NewScript(-1, extendManySrc) // the key count comes first in the arguments
-	fenceReadScript    = redis.NewScript(2, fenceReadSrc)
-	fenceWriteScript   = redis.NewScript(2, fenceWriteSrc)
-	guardedWriteScript = redis.NewScript(1, guardedWriteSrc)
-	electionPublish    = redis.NewScript(2, electionPublishSrc)
-	electionRead       = redis.NewScript(2, electionReadSrc)
-	electionRetract    = redis.NewScript(1, electionRetractSrc)
+	acquireScript      = newLua(2, acquireSrc)
+	extendScript       = newLua(1, extendSrc)
+	releaseScript      = newLua(1, releaseSrc)
+	extendManyScript   = newLua(-1, extendManySrc) // the key count comes first in the arguments
+	fenceReadScript    = newLua(2, fenceReadSrc)
+	fenceWriteScript   = newLua(2, fenceWriteSrc)
+	guardedWriteScript = newLua(1, guardedWriteSrc)
+	electionPublish    = newLua(2, electionPublishSrc)
+	electionRead       = newLua(2, electionReadSrc)
+	electionRetract    = newLua(1, electionRetractSrc)
 
 	// scriptSources are loaded (SCRIPT LOAD) on every new connection, before
 	// the connection carries any command, so EVALSHA finds them after a
@@ -50,6 +50,31 @@ var (
 	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, extendManySrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc,
 		electionPublishSrc, electionReadSrc, electionRetractSrc}
 )
+
+// lua is a script and the number of its keys (-1: the caller passes the
+// count first). redis.NewScript computes its SHA1 once.
+type lua struct {
+	*redis.Script
+	keys    int
+	hashArg any // the hash and key count, boxed once (boxing allocates)
+	keysArg any
+}
+
+func newLua(keys int, src string) *lua {
+	s := redis.NewScript(keys, src)
+	return &lua{Script: s, keys: keys, hashArg: s.Hash(), keysArg: keys}
+}
+
+// evalsha returns the arguments of EVALSHA for keysAndArgs: built once per
+// round and shared by every master's command.
+func (s *lua) evalsha(keysAndArgs ...any) []any {
+	args := make([]any, 0, 2+len(keysAndArgs))
+	args = append(args, s.hashArg)
+	if s.keys >= 0 {
+		args = append(args, s.keysArg)
+	}
+	return append(args, keysAndArgs...)
+}
 
 // Replies of extend.lua and release.lua.
 const (

@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bsm/redislock"
+	"github.com/cenkalti/backoff/v4"
+	"github.com/go-redsync/redsync/v4"
+	redsyncredis "github.com/go-redsync/redsync/v4/redis"
+	redsyncredigo "github.com/go-redsync/redsync/v4/redis/redigo"
+	"github.com/gomodule/redigo/redis"
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/rueidis"
+	"github.com/redis/rueidis/rueidislock"
+
+	"github.com/distlock/distlock"
+)
+
+// locker is one library, set up against some masters.
+type locker interface {
+	// lock waits for the lock (as the library does by default, or with the
+	// aggressive settings) and returns its unlock.
+	lock(ctx context.Context, key string) (unlock func() error, err error)
+	close()
+}
+
+// library describes how to build a locker; maxMasters is 1 for libraries
+// that lock on one Redis deployment only.
+type library struct {
+	name       string
+	maxMasters int
+	settings   func(aggressive bool) string
+	build      func(addrs []string, aggressive bool) (locker, error)
+}
+
+var libraries = []library{
+	{
+		name: "distlock", maxMasters: 5,
+		settings: func(aggressive bool) string {
+			if aggressive {
+				return "TTL 10s, retry 1ms constant, release notices, watchdog on"
+			}
+			return "defaults: TTL 10s, exp. backoff 10-250ms, release notices, watchdog on"
+		},
+		build: newDistlock,
+	},
+	{
+		name: "raw", maxMasters: 5,
+		settings: func(bool) string {
+			return "redigo, 1 request per pooled conn, SET NX PX + compare-and-delete, majority; polls every 1ms"
+		},
+		build: func(addrs []string, _ bool) (locker, error) { return newRaw(addrs), nil },
+	},
+	{
+		name: "redsync", maxMasters: 5,
+		settings: func(aggressive bool) string {
+			if aggressive {
+				return "v4 redigo pools, expiry 10s, retry delay 1ms, 100000 tries"
+			}
+			return "v4 redigo pools, defaults: expiry 8s, 32 tries, delay rand(50-250ms)"
+		},
+		build: newRedsync,
+	},
+	{
+		name: "redislock", maxMasters: 1,
+		settings: func(aggressive bool) string {
+			if aggressive {
+				return "go-redis v9, TTL 10s, linear backoff 1ms"
+			}
+			return "go-redis v9, TTL 10s, defaults: no retry"
+		},
+		build: newRedislock,
+	},
+	{
+		name: "rueidislock", maxMasters: 1,
+		settings: func(bool) string {
+			return "rueidis auto-pipelining, KeyMajority 1, KeyValidity 5s, waits on client-side-caching invalidations"
+		},
+		build: newRueidislock,
+	},
+}
+
+// --- distlock -------------------------------------------------------------
+
+type distlockLocker struct {
+	c    *distlock.Client
+	opts []distlock.Option
+	mu   sync.Mutex
+	m    map[string]*distlock.Mutex
+}
+
+func newDistlock(addrs []string, aggressive bool) (locker, error) {
+	c, err := distlock.NewClient(addrs)
+	if err != nil {
+		return nil, err
+	}
+	l := &distlockLocker{c: c, m: map[string]*distlock.Mutex{}}
+	if aggressive {
+		l.opts = append(l.opts, distlock.WithRetry(constant(time.Millisecond)))
+	}
+	return l, nil
+}
+
+func (l *distlockLocker) mutex(key string) (*distlock.Mutex, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if m := l.m[key]; m != nil {
+		return m, nil
+	}
+	m, err := l.c.NewMutex(key, l.opts...)
+	if err == nil {
+		l.m[key] = m
+	}
+	return m, err
+}
+
+func (l *distlockLocker) lock(ctx context.Context, key string) (func() error, error) {
+	m, err := l.mutex(key)
+	if err != nil {
+		return nil, err
+	}
+	lease, err := m.Lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return lease.Unlock(context.Background()) }, nil
+}
+
+func (l *distlockLocker) close() { l.c.Close() }
+
+// --- raw ------------------------------------------------------------------
+
+// raw is the round-trip bound: the least a Redlock client can do, with no
+// pipelining and no notifications.
+type raw struct {
+	pools  []*redis.Pool
+	quorum int
+}
+
+var rawRelease = redis.NewScript(1, `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
+
+func newRaw(addrs []string) *raw {
+	r := &raw{quorum: len(addrs)/2 + 1}
+	for _, addr := range addrs {
+		r.pools = append(r.pools, &redis.Pool{MaxIdle: 64, DialContext: func(ctx context.Context) (redis.Conn, error) {
+			return redis.DialContext(ctx, "tcp", addr, redis.DialReadTimeout(500*time.Millisecond), redis.DialWriteTimeout(500*time.Millisecond))
+		}})
+	}
+	return r
+}
+
+func (r *raw) onAll(f func(p *redis.Pool) bool) int {
+	if len(r.pools) == 1 {
+		if f(r.pools[0]) {
+			return 1
+		}
+		return 0
+	}
+	var ok atomic.Int32
+	var wg sync.WaitGroup
+	for _, p := range r.pools {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if f(p) {
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(ok.Load())
+}
+
+func (r *raw) try(ctx context.Context, key, token string) bool {
+	set := r.onAll(func(p *redis.Pool) bool {
+		c, err := p.GetContext(ctx)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		v, err := redis.DoContext(c, ctx, "SET", key, token, "NX", "PX", 10000)
+		return err == nil && v == "OK"
+	})
+	if set >= r.quorum {
+		return true
+	}
+	r.release(key, token)
+	return false
+}
+
+func (r *raw) release(key, token string) {
+	r.onAll(func(p *redis.Pool) bool {
+		c, err := p.GetContext(context.Background())
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_, err = rawRelease.Do(c, key, token)
+		return err == nil
+	})
+}
+
+func (r *raw) lock(ctx context.Context, key string) (func() error, error) {
+	token := newToken()
+	for !r.try(ctx, key, token) {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+	return func() error { r.release(key, token); return nil }, nil
+}
+
+func (r *raw) close() {
+	for _, p := range r.pools {
+		p.Close()
+	}
+}
+
+func newToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// --- redsync --------------------------------------------------------------
+
+type redsyncLocker struct {
+	rs    *redsync.Redsync
+	pools []*redis.Pool
+	opts  []redsync.Option
+}
+
+func newRedsync(addrs []string, aggressive bool) (locker, error) {
+	l := &redsyncLocker{}
+	var pools []redsyncredis.Pool
+	for _, addr := range addrs {
+		p := &redis.Pool{MaxIdle: 64, DialContext: func(ctx context.Context) (redis.Conn, error) {
+			return redis.DialContext(ctx, "tcp", addr)
+		}}
+		l.pools = append(l.pools, p)
+		pools = append(pools, redsyncredigo.NewPool(p))
+	}
+	l.rs = redsync.New(pools...)
+	if aggressive {
+		l.opts = []redsync.Option{redsync.WithExpiry(10 * time.Second), redsync.WithRetryDelay(time.Millisecond), redsync.WithTries(100000)}
+	}
+	return l, nil
+}
+
+func (l *redsyncLocker) lock(ctx context.Context, key string) (func() error, error) {
+	m := l.rs.NewMutex(key, l.opts...)
+	if err := m.LockContext(ctx); err != nil {
+		return nil, err
+	}
+	return func() error {
+		ok, err := m.UnlockContext(context.Background())
+		if err == nil && !ok {
+			err = errors.New("redsync: unlock failed")
+		}
+		return err
+	}, nil
+}
+
+func (l *redsyncLocker) close() {
+	for _, p := range l.pools {
+		p.Close()
+	}
+}
+
+// --- bsm/redislock --------------------------------------------------------
+
+type redislockLocker struct {
+	client *goredis.Client
+	locker *redislock.Client
+	opt    *redislock.Options
+}
+
+func newRedislock(addrs []string, aggressive bool) (locker, error) {
+	client := goredis.NewClient(&goredis.Options{Addr: addrs[0], PoolSize: 64})
+	l := &redislockLocker{client: client, locker: redislock.New(client)}
+	if aggressive {
+		l.opt = &redislock.Options{RetryStrategy: redislock.LinearBackoff(time.Millisecond)}
+	}
+	return l, nil
+}
+
+func (l *redislockLocker) lock(ctx context.Context, key string) (func() error, error) {
+	lk, err := l.locker.Obtain(ctx, key, 10*time.Second, l.opt)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return lk.Release(context.Background()) }, nil
+}
+
+func (l *redislockLocker) close() { l.client.Close() }
+
+// --- rueidislock ----------------------------------------------------------
+
+type rueidisLocker struct{ l rueidislock.Locker }
+
+func newRueidislock(addrs []string, _ bool) (locker, error) {
+	l, err := rueidislock.NewLocker(rueidislock.LockerOption{
+		ClientOption: rueidis.ClientOption{InitAddress: addrs[:1], DisableCache: false},
+		KeyMajority:  1,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &rueidisLocker{l: l}, nil
+}
+
+func (r *rueidisLocker) lock(ctx context.Context, key string) (func() error, error) {
+	_, cancel, err := r.l.WithContext(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	return func() error { cancel(); return nil }, nil
+}
+
+func (r *rueidisLocker) close() { r.l.Close() }
+
+func constant(d time.Duration) func() backoff.BackOff {
+	return func() backoff.BackOff { return backoff.NewConstantBackOff(d) }
+}
+
+func describe(l library, aggressive bool) string {
+	return fmt.Sprintf("%s (%s)", l.name, l.settings(aggressive))
+}

@@ -1,0 +1,353 @@
+// Command compare measures distlock side by side with other Go lock
+// libraries and the raw Redlock round-trip bound, in one run, against the
+// same redis-server processes it starts itself. It writes a markdown table,
+// a CSV and an SVG chart.
+//
+//	go run ./compare -out results
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/distlock/distlock/distlocktest"
+)
+
+// result is one row of the output.
+type result struct {
+	Scenario   string
+	Library    string
+	Settings   string
+	Masters    int
+	Goroutines int
+	OpsPerSec  float64 // cycles/s (S1, S4) or handoffs/s (S2)
+	P50, P99   time.Duration
+	Failures   int64
+	Allocs     float64 // per cycle (S3)
+	Bytes      float64 // per cycle (S3)
+	Note       string
+}
+
+func main() {
+	out := flag.String("out", "results", "directory for compare.md, compare.csv and compare.svg")
+	dur := flag.Duration("duration", 2*time.Second, "length of each measurement")
+	flag.Parse()
+	log.SetFlags(0)
+
+	var servers []*distlocktest.Server
+	for range 5 {
+		s, err := distlocktest.StartServer()
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer s.Close()
+		servers = append(servers, s)
+	}
+	addrs := distlocktest.Addrs(servers)
+	flush := func() {
+		for _, s := range servers {
+			_, _ = s.Do("FLUSHALL")
+		}
+	}
+	var results []result
+	add := func(r result) {
+		results = append(results, r)
+		log.Printf("%-3s %-12s masters=%d g=%-2d %10.0f/s p50 %-9v p99 %-9v fail %d %s", r.Scenario, r.Library, r.Masters, r.Goroutines,
+			r.OpsPerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Failures, r.Note)
+	}
+
+	// S1: uncontended cycles, each goroutine on its own keys.
+	for _, n := range []int{1, 3, 5} {
+		for _, g := range []int{1, 32} {
+			for _, lib := range libraries {
+				if n > lib.maxMasters {
+					continue
+				}
+				flush()
+				l, err := lib.build(addrs[:n], false)
+				if err != nil {
+					log.Fatal(err)
+				}
+				r := uncontended(l, g, *dur)
+				l.close()
+				r.Scenario, r.Library, r.Settings, r.Masters = "S1", lib.name, lib.settings(false), n
+				add(r)
+			}
+		}
+	}
+
+	// S2: 8 workers on one key, each holding it for 1ms.
+	for _, lib := range libraries {
+		for _, aggressive := range []bool{false, true} {
+			if lib.name == "raw" && !aggressive || lib.name == "rueidislock" && aggressive {
+				continue // one setting only
+			}
+			n := min(3, lib.maxMasters)
+			flush()
+			r := contended(func() (locker, error) { return lib.build(addrs[:n], aggressive) }, *dur, false)
+			r.Scenario, r.Library, r.Settings, r.Masters = "S2", lib.name, lib.settings(aggressive), n
+			if aggressive {
+				r.Note = "aggressive"
+			} else {
+				r.Note = "defaults"
+			}
+			if lib.name == "distlock" {
+				r.Note += ", one Client per worker"
+			}
+			add(r)
+		}
+	}
+	flush()
+	r := contended(func() (locker, error) { return newDistlock(addrs[:3], false) }, *dur, true)
+	r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S2", "distlock", libraries[0].settings(false), 3, "defaults, one shared Client (FIFO)"
+	add(r)
+
+	// S3: allocations per uncontended cycle.
+	for _, n := range []int{1, 3} {
+		for _, lib := range libraries {
+			if n > lib.maxMasters {
+				continue
+			}
+			flush()
+			l, err := lib.build(addrs[:n], false)
+			if err != nil {
+				log.Fatal(err)
+			}
+			allocs, bytes := allocations(l)
+			l.close()
+			add(result{Scenario: "S3", Library: lib.name, Settings: lib.settings(false), Masters: n, Goroutines: 1, Allocs: allocs, Bytes: bytes})
+		}
+	}
+
+	// S4: one of 3 masters paused (SIGSTOP), 32 goroutines uncontended.
+	for _, lib := range libraries {
+		if lib.maxMasters < 3 {
+			continue
+		}
+		flush()
+		l, err := lib.build(addrs[:3], false)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := servers[2].Pause(); err != nil {
+			log.Fatal(err)
+		}
+		r := uncontended(l, 32, *dur)
+		if err := servers[2].Resume(); err != nil {
+			log.Fatal(err)
+		}
+		l.close()
+		r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S4", lib.name, lib.settings(false), 3, "1 of 3 paused"
+		add(r)
+	}
+
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	write(filepath.Join(*out, "compare.md"), markdown(results))
+	writeCSV(filepath.Join(*out, "compare.csv"), results)
+	write(filepath.Join(*out, "compare.svg"), chart(results))
+}
+
+// uncontended runs lock/unlock cycles from g goroutines, each on its own
+// key, for d (cycles already started finish).
+func uncontended(l locker, g int, d time.Duration) result {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		lat      []time.Duration
+		failures atomic.Int64
+		ops      atomic.Int64
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	for i := range g {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			key := fmt.Sprintf("compare:s1:%d", i)
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				unlock, err := l.lock(ctx, key)
+				if err == nil {
+					err = unlock()
+				}
+				cancel()
+				if err != nil {
+					failures.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+				ops.Add(1)
+			}
+			mu.Lock()
+			lat = append(lat, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	p50, p99 := percentiles(lat)
+	return result{Goroutines: g, OpsPerSec: float64(ops.Load()) / elapsed.Seconds(), P50: p50, P99: p99, Failures: failures.Load()}
+}
+
+// contended runs 8 workers on one key; each holds it for 1ms. shared makes
+// them share one locker (one Client) instead of one each.
+func contended(build func() (locker, error), d time.Duration, shared bool) result {
+	const workers = 8
+	lockers := make([]locker, workers)
+	for i := range lockers {
+		if shared && i > 0 {
+			lockers[i] = lockers[0]
+			continue
+		}
+		l, err := build()
+		if err != nil {
+			log.Fatal(err)
+		}
+		lockers[i] = l
+	}
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		waits    []time.Duration
+		failures atomic.Int64
+		handoffs atomic.Int64
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	for i := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				ctx, cancel := context.WithDeadline(context.Background(), deadline.Add(time.Second))
+				unlock, err := lockers[i].lock(ctx, "compare:s2")
+				cancel()
+				if err != nil {
+					failures.Add(1)
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				mine = append(mine, time.Since(t0))
+				handoffs.Add(1)
+				time.Sleep(time.Millisecond) // the critical section
+				_ = unlock()
+			}
+			mu.Lock()
+			waits = append(waits, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for i, l := range lockers {
+		if !shared || i == 0 {
+			l.close()
+		}
+	}
+	p50, p99 := percentiles(waits)
+	return result{Goroutines: workers, OpsPerSec: float64(handoffs.Load()) / elapsed.Seconds(), P50: p50, P99: p99, Failures: failures.Load()}
+}
+
+// allocations measures heap allocations per uncontended cycle, including
+// the library's own goroutines.
+func allocations(l locker) (allocs, bytes float64) {
+	const cycles = 2000
+	cycle := func() {
+		unlock, err := l.lock(context.Background(), "compare:s3")
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := unlock(); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for range 100 {
+		cycle() // warm up: connections, script cache
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range cycles {
+		cycle()
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.Mallocs-before.Mallocs) / cycles, float64(after.TotalAlloc-before.TotalAlloc) / cycles
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	if len(d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(d)
+	return d[len(d)*50/100], d[min(len(d)-1, len(d)*99/100)]
+}
+
+func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
+
+func markdown(rs []result) string {
+	var b strings.Builder
+	b.WriteString("| scenario | library | masters | goroutines | ops/s | p50 ms | p99 ms | failed | allocs/op | B/op | note |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rs {
+		ops, p50, p99, allocs, bytes := fmt.Sprintf("%.0f", r.OpsPerSec), ms(r.P50), ms(r.P99), "", ""
+		if r.Scenario == "S3" {
+			ops, p50, p99 = "", "", ""
+			allocs, bytes = fmt.Sprintf("%.1f", r.Allocs), fmt.Sprintf("%.0f", r.Bytes)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %d | %s | %s | %s |\n",
+			r.Scenario, r.Library, r.Masters, r.Goroutines, ops, p50, p99, r.Failures, allocs, bytes, r.Note)
+	}
+	b.WriteString("\nSettings:\n\n")
+	seen := map[string]bool{}
+	for _, r := range rs {
+		k := r.Library + ": " + r.Settings
+		if !seen[k] {
+			seen[k] = true
+			fmt.Fprintf(&b, "- %s\n", k)
+		}
+	}
+	return b.String()
+}
+
+func writeCSV(path string, rs []result) {
+	f, err := os.Create(path)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"scenario", "library", "settings", "masters", "goroutines", "ops_per_s", "p50_ms", "p99_ms", "failures", "allocs_per_op", "bytes_per_op", "note"})
+	for _, r := range rs {
+		_ = w.Write([]string{r.Scenario, r.Library, r.Settings, strconv.Itoa(r.Masters), strconv.Itoa(r.Goroutines),
+			fmt.Sprintf("%.1f", r.OpsPerSec), ms(r.P50), ms(r.P99), strconv.FormatInt(r.Failures, 10),
+			fmt.Sprintf("%.1f", r.Allocs), fmt.Sprintf("%.0f", r.Bytes), r.Note})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		log.Fatal(err)
+	}
+}
+
+func write(path, s string) {
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		log.Fatal(err)
+	}
+}
