@@ -149,7 +149,7 @@ wait:
 func (m *Mutex) cleanUp(token any, outcome []error, answered []bool) {
 	c := m.client
 	replies := make(replyChan, len(c.masters))
-	args := releaseScript.evalsha(m.nameArg, token, m.channelArg)
+	args := releaseScript.evalsha(m.nameArg, token, m.channelArg, c.idArg)
 	resendUntil := time.Now().Add(m.cfg.ttl)
 	cmds := make([]command, len(c.masters))
 	waitFor := 0

@@ -23,7 +23,8 @@ const handoffYield = 2 * time.Millisecond
 // Client's waiters: only the head of the queue contends on the masters; the
 // others wait their turn, so a release does not send them all at once.
 type notifier struct {
-	c *Client
+	c  *Client
+	id string // the Client's id: announcements of its own releases are skipped
 
 	mu     sync.Mutex
 	subs   []*pubsub // one per master; nil until needed
@@ -38,12 +39,12 @@ type waitQueue struct {
 
 type waiter struct {
 	head  chan struct{} // closed when the waiter reaches the head
-	wake  chan struct{} // a release was announced; buffered 1
+	wake  chan bool     // a release: true when announced by a master, false when by this Client; buffered 1
 	since time.Time
 }
 
 func newNotifier(c *Client) *notifier {
-	return &notifier{c: c, names: make(map[string]*waitQueue)}
+	return &notifier{c: c, id: c.idArg.(string), names: make(map[string]*waitQueue)}
 }
 
 func (n *notifier) queue(name string) *waitQueue {
@@ -70,7 +71,7 @@ func (n *notifier) join(name string) *waiter {
 		}
 	}
 	q := n.queue(name)
-	w := &waiter{head: make(chan struct{}), wake: make(chan struct{}, 1), since: n.c.clock.Now()}
+	w := &waiter{head: make(chan struct{}), wake: make(chan bool, 1), since: n.c.clock.Now()}
 	q.waiters = append(q.waiters, w)
 	if len(q.waiters) == 1 {
 		close(w.head)
@@ -120,20 +121,22 @@ func (n *notifier) queued(name string) bool {
 	return q != nil && len(q.waiters) > 0
 }
 
-// onMessage is a release announcement from one master.
-func (n *notifier) onMessage(channel string, _ []byte) {
-	if name, ok := strings.CutSuffix(channel, releaseSuffix); ok {
-		n.released(name)
+// onMessage is a release announcement from one master. Releases by this
+// Client woke its next waiter already, without the detour through Redis.
+func (n *notifier) onMessage(channel string, from []byte) {
+	if name, ok := strings.CutSuffix(channel, releaseSuffix); ok && string(from) != n.id {
+		n.released(name, true)
 	}
 }
 
-// released wakes the head waiter of name, if any.
-func (n *notifier) released(name string) {
+// released wakes the head waiter of name, if any; announced says the
+// release came from a master's announcement rather than this Client.
+func (n *notifier) released(name string, announced bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if q := n.names[name]; q != nil && len(q.waiters) > 0 {
 		select {
-		case q.waiters[0].wake <- struct{}{}:
+		case q.waiters[0].wake <- announced:
 		default:
 		}
 	}
@@ -149,7 +152,8 @@ func (n *notifier) yield(name string) {
 	}
 }
 
-// yieldFor returns how long a new attempt on name should wait (0: none).
+// yieldFor returns how long a new Lock call on name, not queued behind
+// others of this Client, should wait before its first attempt (0: none).
 func (n *notifier) yieldFor(name string) time.Duration {
 	n.mu.Lock()
 	defer n.mu.Unlock()

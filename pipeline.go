@@ -34,9 +34,9 @@ type command struct {
 	script *lua      // sent with EVALSHA (args from script.evalsha); nil for a plain command
 	name   string    // the plain command when script is nil
 	args   []any     // the command's arguments
-	idx    int           // the master's index, echoed in the reply
-	tag    any           // the caller's, echoed in the reply
-	reply  replySink     // where the reply goes; nil: nobody waits
+	idx    int       // the master's index, echoed in the reply
+	tag    any       // the caller's, echoed in the reply
+	reply  replySink // where the reply goes; nil: nobody waits
 
 	// resendUntil, when not zero, marks a command that may run twice
 	// (a release). If its outcome is unknown because the master failed, it is

@@ -39,6 +39,7 @@ type Client struct {
 	quorum   int
 	clock    clock.Clock
 	owned    []*redis.Pool // pools built by NewClient, closed by Close
+	idArg    any           // this Client's random id (a string), sent with its release announcements
 	renewer  *renewer      // the watchdog of every lease
 	notifier *notifier     // release announcements for waiting Lock calls
 
@@ -80,7 +81,7 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 		seen[a.server] = i
 		parsed[i] = a
 	}
-	c := &Client{clock: cfg.clock, quorum: len(addrs)/2 + 1}
+	c := &Client{clock: cfg.clock, quorum: len(addrs)/2 + 1, idArg: newToken()}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	for _, a := range parsed {
 		p := a.pool(&cfg)
@@ -117,7 +118,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 		}
 	}
 	// Only now start the masters' goroutines: an error above leaves none.
-	c := &Client{clock: cfg.clock, quorum: len(pools)/2 + 1}
+	c := &Client{clock: cfg.clock, quorum: len(pools)/2 + 1, idArg: newToken()}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	for i, p := range pools {
 		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, &cfg))

@@ -28,7 +28,7 @@ import (
 // timeout from a lock that stayed busy. No key of a failed round is left
 // behind.
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
-	b := m.newBackOff()
+	var b backoff.BackOff // made at the first failed round
 	clk := m.client.clock
 	n := m.client.notifier
 	var w *waiter // our place in the Client's queue for this name, once we wait
@@ -49,8 +49,11 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 				return nil, notAcquired(last, ctx.Err())
 			}
 		}
-		if d := n.yieldFor(m.name); d > 0 && !sleep(ctx, clk, d) {
-			return nil, notAcquired(last, ctx.Err())
+		if w == nil {
+			// Just released here while others elsewhere were told: let them in.
+			if d := n.yieldFor(m.name); d > 0 && !sleep(ctx, clk, d) {
+				return nil, notAcquired(last, ctx.Err())
+			}
 		}
 		lease, heldFor, err := m.acquire(ctx)
 		if err == nil {
@@ -74,6 +77,9 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 			if w = n.join(m.name); w != nil {
 				continue
 			}
+		}
+		if b == nil {
+			b = m.newBackOff()
 		}
 		d := b.NextBackOff()
 		if d == backoff.Stop {
@@ -100,7 +106,10 @@ func (m *Mutex) wait(ctx context.Context, w *waiter, d time.Duration) bool {
 	select {
 	case <-t.C:
 		return true
-	case <-w.wake:
+	case announced := <-w.wake:
+		if !announced {
+			return true // released by this Client: the queue already orders us
+		}
 		return sleep(ctx, clk, m.client.notifier.spread(w))
 	case <-ctx.Done():
 		return false

@@ -37,7 +37,7 @@ func (m *Mutex) release(ctx context.Context, token any) error {
 	n, q := len(c.masters), c.quorum
 	// A master that is down gets the release again when it answers, for as
 	// long as the key could still exist there.
-	replies := c.fanout(releaseScript, []any{m.nameArg, token, m.channelArg}, time.Now().Add(m.cfg.ttl))
+	replies := c.fanout(releaseScript, []any{m.nameArg, token, m.channelArg, c.idArg}, time.Now().Add(m.cfg.ttl))
 	// Our token is gone from a master when the release deleted it (yes) or
 	// it was not there (lost: expired, or never set by a fast-quorum acquire).
 	yes, lost, _, errs, top := m.collectTop(ctx, replies, func(yes, lost, failed int) bool {
@@ -46,7 +46,7 @@ func (m *Mutex) release(ctx context.Context, token any) error {
 	if yes > 0 {
 		// Wake this Client's next waiter at once; and if the release was
 		// announced to subscribers, give them the first go at the lock.
-		c.notifier.released(m.name)
+		c.notifier.released(m.name, false)
 		if top > replyDone {
 			c.notifier.yield(m.name)
 		}

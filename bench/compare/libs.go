@@ -62,9 +62,9 @@ var libraries = []library{
 		name: "redsync", maxMasters: 5,
 		settings: func(aggressive bool) string {
 			if aggressive {
-				return "v4 redigo pools, expiry 10s, retry delay 1ms, 100000 tries"
+				return "v4 redigo pools (2s conn timeouts), expiry 10s, retry delay 1ms, 100000 tries"
 			}
-			return "v4 redigo pools, defaults: expiry 8s, 32 tries, delay rand(50-250ms)"
+			return "v4 redigo pools (2s conn timeouts), defaults: expiry 8s, 32 tries, delay rand(50-250ms)"
 		},
 		build: newRedsync,
 	},
@@ -243,8 +243,11 @@ func newRedsync(addrs []string, aggressive bool) (locker, error) {
 	l := &redsyncLocker{}
 	var pools []redsyncredis.Pool
 	for _, addr := range addrs {
+		// redsync's redigo calls take no context: without read and write
+		// timeouts a paused master would hang them for good.
 		p := &redis.Pool{MaxIdle: 64, DialContext: func(ctx context.Context) (redis.Conn, error) {
-			return redis.DialContext(ctx, "tcp", addr)
+			return redis.DialContext(ctx, "tcp", addr, redis.DialConnectTimeout(2*time.Second),
+				redis.DialReadTimeout(2*time.Second), redis.DialWriteTimeout(2*time.Second))
 		}}
 		l.pools = append(l.pools, p)
 		pools = append(pools, redsyncredigo.NewPool(p))
@@ -318,12 +321,22 @@ func newRueidislock(addrs []string, _ bool) (locker, error) {
 	return &rueidisLocker{l: l}, nil
 }
 
+// lock holds the lock until unlock: rueidislock ties a lock's life to the
+// context it was taken with, so that context must outlive the caller's
+// (which only bounds the wait).
 func (r *rueidisLocker) lock(ctx context.Context, key string) (func() error, error) {
-	_, cancel, err := r.l.WithContext(ctx, key)
+	life, end := context.WithCancel(context.Background())
+	stop := context.AfterFunc(ctx, end)
+	_, release, err := r.l.WithContext(life, key)
+	if !stop() && err == nil { // ctx ended while we got it: give it back
+		release()
+		err = ctx.Err()
+	}
 	if err != nil {
+		end()
 		return nil, err
 	}
-	return func() error { cancel(); return nil }, nil
+	return func() error { release(); end(); return nil }, nil
 }
 
 func (r *rueidisLocker) close() { r.l.Close() }

@@ -32,9 +32,11 @@ type result struct {
 	Settings   string
 	Masters    int
 	Goroutines int
-	OpsPerSec  float64 // cycles/s (S1, S4) or handoffs/s (S2)
+	OpsPerSec  float64 // cycles/s (S1, S4) or handoffs/s (S2): acquisitions by another worker than the last holder
+	AcqPerSec  float64 // S2: all acquisitions/s, including a worker taking the lock straight back
 	P50, P99   time.Duration
 	Failures   int64
+	Overlaps   int64   // S2: acquisitions while another worker was still inside its critical section
 	Allocs     float64 // per cycle (S3)
 	Bytes      float64 // per cycle (S3)
 	Note       string
@@ -43,7 +45,9 @@ type result struct {
 func main() {
 	out := flag.String("out", "results", "directory for compare.md, compare.csv and compare.svg")
 	dur := flag.Duration("duration", 2*time.Second, "length of each measurement")
+	only := flag.String("only", "", "run only these scenarios (e.g. S2,S4); writes no files")
 	flag.Parse()
+	run := func(s string) bool { return *only == "" || strings.Contains(*only, s) }
 	log.SetFlags(0)
 
 	var servers []*distlocktest.Server
@@ -64,12 +68,15 @@ func main() {
 	var results []result
 	add := func(r result) {
 		results = append(results, r)
-		log.Printf("%-3s %-12s masters=%d g=%-2d %10.0f/s p50 %-9v p99 %-9v fail %d %s", r.Scenario, r.Library, r.Masters, r.Goroutines,
-			r.OpsPerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Failures, r.Note)
+		log.Printf("%-3s %-12s masters=%d g=%-2d %10.0f/s (acq %5.0f/s) p50 %-9v p99 %-9v fail %d overlaps %d allocs %.1f %s", r.Scenario, r.Library, r.Masters, r.Goroutines,
+			r.OpsPerSec, r.AcqPerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Failures, r.Overlaps, r.Allocs, r.Note)
 	}
 
 	// S1: uncontended cycles, each goroutine on its own keys.
 	for _, n := range []int{1, 3, 5} {
+		if !run("S1") {
+			break
+		}
 		for _, g := range []int{1, 32} {
 			for _, lib := range libraries {
 				if n > lib.maxMasters {
@@ -90,6 +97,9 @@ func main() {
 
 	// S2: 8 workers on one key, each holding it for 1ms.
 	for _, lib := range libraries {
+		if !run("S2") {
+			break
+		}
 		for _, aggressive := range []bool{false, true} {
 			if lib.name == "raw" && !aggressive || lib.name == "rueidislock" && aggressive {
 				continue // one setting only
@@ -109,13 +119,18 @@ func main() {
 			add(r)
 		}
 	}
-	flush()
-	r := contended(func() (locker, error) { return newDistlock(addrs[:3], false) }, *dur, true)
-	r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S2", "distlock", libraries[0].settings(false), 3, "defaults, one shared Client (FIFO)"
-	add(r)
+	if run("S2") {
+		flush()
+		r := contended(func() (locker, error) { return newDistlock(addrs[:3], false) }, *dur, true)
+		r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S2", "distlock", libraries[0].settings(false), 3, "defaults, one shared Client (FIFO)"
+		add(r)
+	}
 
 	// S3: allocations per uncontended cycle.
 	for _, n := range []int{1, 3} {
+		if !run("S3") {
+			break
+		}
 		for _, lib := range libraries {
 			if n > lib.maxMasters {
 				continue
@@ -133,6 +148,9 @@ func main() {
 
 	// S4: one of 3 masters paused (SIGSTOP), 32 goroutines uncontended.
 	for _, lib := range libraries {
+		if !run("S4") {
+			break
+		}
 		if lib.maxMasters < 3 {
 			continue
 		}
@@ -153,6 +171,9 @@ func main() {
 		add(r)
 	}
 
+	if *only != "" {
+		return
+	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		log.Fatal(err)
 	}
@@ -226,8 +247,13 @@ func contended(build func() (locker, error), d time.Duration, shared bool) resul
 		mu       sync.Mutex
 		waits    []time.Duration
 		failures atomic.Int64
+		acquired atomic.Int64
 		handoffs atomic.Int64
+		holder   atomic.Int32
+		inside   atomic.Int32
+		overlaps atomic.Int64
 	)
+	holder.Store(-1)
 	start := time.Now()
 	deadline := start.Add(d)
 	for i := range workers {
@@ -246,8 +272,15 @@ func contended(build func() (locker, error), d time.Duration, shared bool) resul
 					continue
 				}
 				mine = append(mine, time.Since(t0))
-				handoffs.Add(1)
+				acquired.Add(1)
+				if holder.Swap(int32(i)) != int32(i) {
+					handoffs.Add(1)
+				}
+				if inside.Add(1) > 1 {
+					overlaps.Add(1) // mutual exclusion broken
+				}
 				time.Sleep(time.Millisecond) // the critical section
+				inside.Add(-1)
 				_ = unlock()
 			}
 			mu.Lock()
@@ -263,7 +296,8 @@ func contended(build func() (locker, error), d time.Duration, shared bool) resul
 		}
 	}
 	p50, p99 := percentiles(waits)
-	return result{Goroutines: workers, OpsPerSec: float64(handoffs.Load()) / elapsed.Seconds(), P50: p50, P99: p99, Failures: failures.Load()}
+	return result{Goroutines: workers, OpsPerSec: float64(handoffs.Load()) / elapsed.Seconds(),
+		AcqPerSec: float64(acquired.Load()) / elapsed.Seconds(), P50: p50, P99: p99, Failures: failures.Load(), Overlaps: overlaps.Load()}
 }
 
 // allocations measures heap allocations per uncontended cycle, including
@@ -304,16 +338,21 @@ func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f'
 
 func markdown(rs []result) string {
 	var b strings.Builder
-	b.WriteString("| scenario | library | masters | goroutines | ops/s | p50 ms | p99 ms | failed | allocs/op | B/op | note |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("S1/S4: uncontended lock+unlock cycles/s and cycle latency. S2: handoffs/s (acquisitions by a worker other than the last holder), ")
+	b.WriteString("all acquisitions/s, and the wait for the lock. S3: heap allocations and bytes per uncontended cycle.\n\n")
+	b.WriteString("| scenario | library | masters | goroutines | ops/s | acq/s | p50 ms | p99 ms | failed | overlaps | allocs/op | B/op | note |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
-		ops, p50, p99, allocs, bytes := fmt.Sprintf("%.0f", r.OpsPerSec), ms(r.P50), ms(r.P99), "", ""
+		ops, acq, p50, p99, allocs, bytes := fmt.Sprintf("%.0f", r.OpsPerSec), "", ms(r.P50), ms(r.P99), "", ""
+		if r.Scenario == "S2" {
+			acq = fmt.Sprintf("%.0f", r.AcqPerSec)
+		}
 		if r.Scenario == "S3" {
 			ops, p50, p99 = "", "", ""
 			allocs, bytes = fmt.Sprintf("%.1f", r.Allocs), fmt.Sprintf("%.0f", r.Bytes)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %d | %s | %s | %s |\n",
-			r.Scenario, r.Library, r.Masters, r.Goroutines, ops, p50, p99, r.Failures, allocs, bytes, r.Note)
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %s | %d | %d | %s | %s | %s |\n",
+			r.Scenario, r.Library, r.Masters, r.Goroutines, ops, acq, p50, p99, r.Failures, r.Overlaps, allocs, bytes, r.Note)
 	}
 	b.WriteString("\nSettings:\n\n")
 	seen := map[string]bool{}
@@ -334,10 +373,10 @@ func writeCSV(path string, rs []result) {
 	}
 	defer f.Close()
 	w := csv.NewWriter(f)
-	_ = w.Write([]string{"scenario", "library", "settings", "masters", "goroutines", "ops_per_s", "p50_ms", "p99_ms", "failures", "allocs_per_op", "bytes_per_op", "note"})
+	_ = w.Write([]string{"scenario", "library", "settings", "masters", "goroutines", "ops_per_s", "acquisitions_per_s", "p50_ms", "p99_ms", "failures", "overlaps", "allocs_per_op", "bytes_per_op", "note"})
 	for _, r := range rs {
 		_ = w.Write([]string{r.Scenario, r.Library, r.Settings, strconv.Itoa(r.Masters), strconv.Itoa(r.Goroutines),
-			fmt.Sprintf("%.1f", r.OpsPerSec), ms(r.P50), ms(r.P99), strconv.FormatInt(r.Failures, 10),
+			fmt.Sprintf("%.1f", r.OpsPerSec), fmt.Sprintf("%.1f", r.AcqPerSec), ms(r.P50), ms(r.P99), strconv.FormatInt(r.Failures, 10), strconv.FormatInt(r.Overlaps, 10),
 			fmt.Sprintf("%.1f", r.Allocs), fmt.Sprintf("%.0f", r.Bytes), r.Note})
 	}
 	w.Flush()
