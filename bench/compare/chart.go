@@ -20,7 +20,7 @@ func chart(rs []result) string {
 		{"S4 1 of 3 masters paused, 32 goroutines", func(r result) bool { return r.Scenario == "S4" }},
 	}
 	const (
-		width, labelW, barW, rowH, gap = 1000, 330, 300, 18, 40
+		width, labelW, barW, rowH, gap = 1060, 420, 280, 18, 40
 	)
 	var b strings.Builder
 	var body strings.Builder
@@ -47,8 +47,18 @@ func chart(rs []result) string {
 		for _, r := range rows {
 			y += rowH
 			label := r.Library
-			if r.Note != "" && r.Scenario == "S2" {
-				label += " (" + r.Note + ")"
+			if r.Scenario == "S2" {
+				var parts []string
+				if r.Note != "" {
+					parts = append(parts, r.Note)
+				}
+				if r.Masters == 1 {
+					parts = append(parts, "1 master")
+				}
+				if r.Failures > 0 {
+					parts = append(parts, fmt.Sprintf("%d failed", r.Failures))
+				}
+				label += " (" + strings.Join(parts, ", ") + ")"
 			}
 			color := "#999"
 			if r.Library == "distlock" {
