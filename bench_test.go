@@ -2,15 +2,9 @@ package distlock_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
-
-	"github.com/gomodule/redigo/redis"
 
 	"github.com/distlock/distlock"
 	"github.com/distlock/distlock/distlocktest"
@@ -51,10 +45,17 @@ func BenchmarkLockUnlock(b *testing.B) {
 				})
 			})
 			b.Run(fmt.Sprintf("masters=%d/%s/raw", n, mode), func(b *testing.B) {
-				r := newRawRedlock(addrs)
-				defer r.close()
+				r := distlocktest.NewRawRedlock(addrs)
+				defer r.Close()
 				runCycles(b, mode, func(key string) func() error {
-					return func() error { return r.cycle(key) }
+					return func() error {
+						token, ok := r.TryLock(context.Background(), key, distlock.DefaultTTL)
+						if !ok {
+							return fmt.Errorf("raw: no majority for %s", key)
+						}
+						r.Unlock(key, token)
+						return nil
+					}
 				})
 			})
 		}
@@ -91,84 +92,4 @@ func runCycles(b *testing.B, mode string, newCycle func(key string) func() error
 			}
 		}
 	})
-}
-
-// rawRedlock is the round-trip bound: the least a Redlock client can do per
-// cycle, with no pipelining: SET NX PX and a compare-and-delete script on
-// every master in parallel, one request per pooled connection.
-type rawRedlock struct {
-	pools  []*redis.Pool
-	quorum int
-}
-
-var rawRelease = redis.NewScript(1, `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
-
-func newRawRedlock(addrs []string) *rawRedlock {
-	r := &rawRedlock{quorum: len(addrs)/2 + 1}
-	for _, addr := range addrs {
-		r.pools = append(r.pools, &redis.Pool{
-			MaxIdle: 64,
-			DialContext: func(ctx context.Context) (redis.Conn, error) {
-				return redis.DialContext(ctx, "tcp", addr, redis.DialReadTimeout(time.Second), redis.DialWriteTimeout(time.Second))
-			},
-		})
-	}
-	return r
-}
-
-func (r *rawRedlock) close() {
-	for _, p := range r.pools {
-		p.Close()
-	}
-}
-
-func (r *rawRedlock) onAll(f func(p *redis.Pool) bool) int {
-	if len(r.pools) == 1 {
-		if f(r.pools[0]) {
-			return 1
-		}
-		return 0
-	}
-	var ok atomic.Int32
-	var wg sync.WaitGroup
-	for _, p := range r.pools {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if f(p) {
-				ok.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return int(ok.Load())
-}
-
-func (r *rawRedlock) cycle(key string) error {
-	var tok [16]byte
-	_, _ = rand.Read(tok[:])
-	token := base64.RawURLEncoding.EncodeToString(tok[:])
-	ctx := context.Background()
-	set := r.onAll(func(p *redis.Pool) bool {
-		c, err := p.GetContext(ctx)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		v, err := redis.DoContext(c, ctx, "SET", key, token, "NX", "PX", 10000)
-		return err == nil && v == "OK"
-	})
-	r.onAll(func(p *redis.Pool) bool {
-		c, err := p.GetContext(ctx)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		_, err = rawRelease.DoContext(ctx, c, key, token)
-		return err == nil
-	})
-	if set < r.quorum {
-		return fmt.Errorf("raw: set on %d masters, need %d", set, r.quorum)
-	}
-	return nil
 }

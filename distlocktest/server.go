@@ -60,6 +60,28 @@ func StartServer() (*Server, error) {
 	}
 }
 
+// StartServers starts n Servers (see StartServer). On error it stops the
+// ones already started. Stop them with CloseAll.
+func StartServers(n int) ([]*Server, error) {
+	servers := make([]*Server, 0, n)
+	for range n {
+		s, err := StartServer()
+		if err != nil {
+			CloseAll(servers)
+			return nil, err
+		}
+		servers = append(servers, s)
+	}
+	return servers, nil
+}
+
+// CloseAll closes every server.
+func CloseAll(servers []*Server) {
+	for _, s := range servers {
+		s.Close()
+	}
+}
+
 // NewServer starts a Server for t and stops it in t.Cleanup. Without
 // redis-server it fails t when $CI is set and skips t otherwise.
 func NewServer(t testing.TB) *Server {

@@ -2,12 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/bsm/redislock"
@@ -21,6 +18,7 @@ import (
 	"github.com/redis/rueidis/rueidislock"
 
 	"github.com/distlock/distlock"
+	"github.com/distlock/distlock/distlocktest"
 )
 
 // locker is one library, set up against some masters.
@@ -137,99 +135,21 @@ func (l *distlockLocker) close() { l.c.Close() }
 
 // --- raw ------------------------------------------------------------------
 
-// raw is the round-trip bound: the least a Redlock client can do, with no
-// pipelining and no notifications.
-type raw struct {
-	pools  []*redis.Pool
-	quorum int
-}
+// raw is the round-trip bound (distlocktest.RawRedlock), polling every 1ms
+// while the lock is held.
+type raw struct{ r *distlocktest.RawRedlock }
 
-var rawRelease = redis.NewScript(1, `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`)
-
-func newRaw(addrs []string) *raw {
-	r := &raw{quorum: len(addrs)/2 + 1}
-	for _, addr := range addrs {
-		r.pools = append(r.pools, &redis.Pool{MaxIdle: 64, DialContext: func(ctx context.Context) (redis.Conn, error) {
-			return redis.DialContext(ctx, "tcp", addr, redis.DialReadTimeout(500*time.Millisecond), redis.DialWriteTimeout(500*time.Millisecond))
-		}})
-	}
-	return r
-}
-
-func (r *raw) onAll(f func(p *redis.Pool) bool) int {
-	if len(r.pools) == 1 {
-		if f(r.pools[0]) {
-			return 1
-		}
-		return 0
-	}
-	var ok atomic.Int32
-	var wg sync.WaitGroup
-	for _, p := range r.pools {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if f(p) {
-				ok.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return int(ok.Load())
-}
-
-func (r *raw) try(ctx context.Context, key, token string) bool {
-	set := r.onAll(func(p *redis.Pool) bool {
-		c, err := p.GetContext(ctx)
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		v, err := redis.DoContext(c, ctx, "SET", key, token, "NX", "PX", 10000)
-		return err == nil && v == "OK"
-	})
-	if set >= r.quorum {
-		return true
-	}
-	r.release(key, token)
-	return false
-}
-
-func (r *raw) release(key, token string) {
-	r.onAll(func(p *redis.Pool) bool {
-		c, err := p.GetContext(context.Background())
-		if err != nil {
-			return false
-		}
-		defer c.Close()
-		_, err = rawRelease.Do(c, key, token)
-		return err == nil
-	})
-}
+func newRaw(addrs []string) *raw { return &raw{distlocktest.NewRawRedlock(addrs)} }
 
 func (r *raw) lock(ctx context.Context, key string) (func() error, error) {
-	token := newToken()
-	for !r.try(ctx, key, token) {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(time.Millisecond):
-		}
+	token, err := r.r.Lock(ctx, key, 10*time.Second, time.Millisecond)
+	if err != nil {
+		return nil, err
 	}
-	return func() error { r.release(key, token); return nil }, nil
+	return func() error { r.r.Unlock(key, token); return nil }, nil
 }
 
-func (r *raw) close() {
-	for _, p := range r.pools {
-		p.Close()
-	}
-}
-
-func newToken() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}
+func (r *raw) close() { r.r.Close() }
 
 // --- redsync --------------------------------------------------------------
 

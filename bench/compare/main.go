@@ -50,15 +50,11 @@ func main() {
 	run := func(s string) bool { return *only == "" || strings.Contains(*only, s) }
 	log.SetFlags(0)
 
-	var servers []*distlocktest.Server
-	for range 5 {
-		s, err := distlocktest.StartServer()
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer s.Close()
-		servers = append(servers, s)
+	servers, err := distlocktest.StartServers(5)
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer distlocktest.CloseAll(servers)
 	addrs := distlocktest.Addrs(servers)
 	flush := func() {
 		for _, s := range servers {

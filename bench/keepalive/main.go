@@ -50,15 +50,11 @@ func main() {
 	}
 	log.SetFlags(0)
 
-	var servers []*distlocktest.Server
-	for range 3 {
-		s, err := distlocktest.StartServer()
-		if err != nil {
-			log.Fatal(err)
-		}
-		defer s.Close()
-		servers = append(servers, s)
+	servers, err := distlocktest.StartServers(3)
+	if err != nil {
+		log.Fatal(err)
 	}
+	defer distlocktest.CloseAll(servers)
 	addrs := distlocktest.Addrs(servers)
 
 	fmt.Printf("| leases | renewer | losses | lease extensions/s | script calls/s | client CPU s | redis CPU s | goroutines |\n|---|---|---|---|---|---|---|---|\n")

@@ -40,15 +40,12 @@ func main() {
 	}
 	addrs := strings.Split(*mastersFlag, ",")
 	if *mastersFlag == "" {
-		addrs = nil
-		for range 3 {
-			s, err := distlocktest.StartServer()
-			if err != nil {
-				log.Fatal(err)
-			}
-			defer s.Close()
-			addrs = append(addrs, s.Addr())
+		servers, err := distlocktest.StartServers(3)
+		if err != nil {
+			log.Fatal(err)
 		}
+		defer distlocktest.CloseAll(servers)
+		addrs = distlocktest.Addrs(servers)
 		fmt.Printf("started 3 local redis-server masters: %s\n", strings.Join(addrs, ", "))
 	}
 	c, err := distlock.NewClient(addrs)

@@ -36,15 +36,12 @@ func main() {
 	if *mastersFlag != "" {
 		addrs = strings.Split(*mastersFlag, ",")
 	} else {
-		for range 3 {
-			s, err := distlocktest.StartServer()
-			if err != nil {
-				log.Fatal(err)
-			}
-			defer s.Close()
-			servers = append(servers, s)
-			addrs = append(addrs, s.Addr())
+		var err error
+		if servers, err = distlocktest.StartServers(3); err != nil {
+			log.Fatal(err)
 		}
+		defer distlocktest.CloseAll(servers)
+		addrs = distlocktest.Addrs(servers)
 		fmt.Printf("started 3 local redis-server masters: %s\n", strings.Join(addrs, ", "))
 	}
 
