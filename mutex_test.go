@@ -407,9 +407,9 @@ func TestLeaseSignalsEndOnUnlock(t *testing.T) {
 }
 
 func TestExtend(t *testing.T) {
-	servers, c := cluster(t, 3)
+	servers := distlocktest.NewServers(t, 3)
 	clk := clock.NewMock()
-	c = newClient(t, distlocktest.Addrs(servers), distlock.WithClock(clk))
+	c := newClient(t, distlocktest.Addrs(servers), distlock.WithClock(clk))
 	m := newMutex(t, c, lockName(t), distlock.WithTTL(time.Second), distlock.WithDrift(0, 0))
 	lease, err := m.TryLock(context.Background())
 	require.NoError(t, err)

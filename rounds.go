@@ -78,7 +78,8 @@ func (m *Mutex) collectTop(ctx context.Context, replies replyChan, done func(yes
 	// allocates nothing here.
 	var errBuf [8]error
 	var ansBuf [8]bool
-	local, answered := errBuf[:0], ansBuf[:0]
+	var local []error
+	var answered []bool
 	if n <= len(errBuf) {
 		local, answered = errBuf[:n], ansBuf[:n]
 	} else {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -263,8 +262,4 @@ func (r *rueidisLocker) close() { r.l.Close() }
 
 func constant(d time.Duration) func() backoff.BackOff {
 	return func() backoff.BackOff { return backoff.NewConstantBackOff(d) }
-}
-
-func describe(l library, aggressive bool) string {
-	return fmt.Sprintf("%s (%s)", l.name, l.settings(aggressive))
 }
