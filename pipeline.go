@@ -1,6 +1,7 @@
 package distlock
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -287,7 +288,7 @@ func (m *master) writeLoop() {
 			var err error
 			if p, err = m.connect(); err != nil {
 				m.markDown(err)
-				m.failAll(batch, m.downErr())
+				m.failAll(batch, cmp.Or(m.downErr(), err))
 				continue
 			}
 		}
@@ -295,7 +296,7 @@ func (m *master) writeLoop() {
 		// On error the writer keeps it: batch still lists the same commands.
 		if err := p.write(append(p.batchSlice(), batch...)); err != nil {
 			m.markDown(err)
-			m.failAll(batch, m.downErr())
+			m.failAll(batch, cmp.Or(m.downErr(), err))
 			p.stop()
 			p = nil
 		}
