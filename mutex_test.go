@@ -245,6 +245,24 @@ func TestPausedMasterDoesNotDelayLock(t *testing.T) {
 	}
 }
 
+// TestSlowMasterDoesNotDelayLock: a proxy adds 2s of latency to one master
+// of three; with fast quorum a round does not wait for it.
+func TestSlowMasterDoesNotDelayLock(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(5*time.Second))
+	proxies[0].SetLatency(2 * time.Second)
+	m := newMutex(t, c, lockName(t))
+	start := time.Now()
+	lease, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+	assert.Less(t, time.Since(start), 500*time.Millisecond, "the slow master is not waited for")
+	require.NoError(t, lease.Unlock(context.Background()))
+	assert.Less(t, time.Since(start), 500*time.Millisecond, "nor by Unlock")
+	// Its acquire and release arrive 2s late, in that order: no key is left.
+	proxies[0].SetLatency(0)
+	require.NoError(t, c.Close())
+	assert.Equal(t, 0, holders(t, servers, m.Name()))
+}
+
 func TestStalledMasterBoundedByMasterTimeout(t *testing.T) {
 	servers, c := cluster(t, 3, distlock.WithMasterTimeout(300*time.Millisecond))
 	require.NoError(t, servers[1].Pause())
