@@ -149,9 +149,8 @@ wait:
 func (m *Mutex) cleanUp(token any, outcome []error, answered []bool) {
 	c := m.client
 	replies := make(replyChan, len(c.masters))
-	args := releaseScript.evalsha(m.nameArg, token, m.channelArg, c.idArg)
+	cmds, args := c.newRound(releaseScript, []any{m.nameArg, token, m.channelArg, c.idArg})
 	resendUntil := time.Now().Add(m.cfg.ttl)
-	cmds := make([]command, len(c.masters))
 	waitFor := 0
 	for i, ms := range c.masters {
 		if answered[i] && errors.Is(outcome[i], ErrLocked) {
@@ -184,13 +183,30 @@ func (m *Mutex) cleanUp(token any, outcome []error, answered []bool) {
 // which their replies arrive, each tagged with the master's index.
 func (c *Client) fanout(script *lua, args []any, resendUntil time.Time) replyChan {
 	replies := make(replyChan, len(c.masters))
-	full := script.evalsha(args...)
-	cmds := make([]command, len(c.masters))
+	cmds, full := c.newRound(script, args)
 	for i, ms := range c.masters {
 		cmds[i] = command{script: script, args: full, idx: i, reply: replies, resendUntil: resendUntil}
 		ms.submit(&cmds[i])
 	}
 	return replies
+}
+
+// roundBuf holds a round's commands and their shared EVALSHA arguments in
+// one allocation, for up to 5 masters and 8 arguments.
+type roundBuf struct {
+	cmds [5]command
+	args [8]any
+}
+
+// newRound returns the commands of one round (one per master, to fill in)
+// and script's EVALSHA arguments for args.
+func (c *Client) newRound(script *lua, args []any) ([]command, []any) {
+	n := len(c.masters)
+	if n <= len(roundBuf{}.cmds) && 2+len(args) <= len(roundBuf{}.args) {
+		buf := new(roundBuf)
+		return buf.cmds[:n], script.appendEvalsha(buf.args[:0], args...)
+	}
+	return make([]command, n), script.evalsha(args...)
 }
 
 // quorumError builds the error of a round that got agreed of the masters;

@@ -68,7 +68,11 @@ func newLua(keys int, src string) *lua {
 // evalsha returns the arguments of EVALSHA for keysAndArgs: built once per
 // round and shared by every master's command.
 func (s *lua) evalsha(keysAndArgs ...any) []any {
-	args := make([]any, 0, 2+len(keysAndArgs))
+	return s.appendEvalsha(make([]any, 0, 2+len(keysAndArgs)), keysAndArgs...)
+}
+
+// appendEvalsha appends the arguments of EVALSHA for keysAndArgs to args.
+func (s *lua) appendEvalsha(args []any, keysAndArgs ...any) []any {
 	args = append(args, s.hashArg)
 	if s.keys >= 0 {
 		args = append(args, s.keysArg)
