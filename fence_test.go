@@ -143,9 +143,9 @@ func TestGuardedCounter(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
 	name := lockName(t)
 	const procs, increments = 8, 500
-	var wg sync.WaitGroup
-	errs := make(chan error, procs)
 	stop := make(chan struct{})
+	stopPauses := sync.OnceFunc(func() { close(stop) })
+	defer stopPauses() // also when a check below fails
 	var pauses atomic.Int32
 	go func() { // one master paused at a time, at random, for 20-100ms
 		rng := rand.New(rand.NewPCG(3, 4))
@@ -162,31 +162,26 @@ func TestGuardedCounter(t *testing.T) {
 			_ = s.Resume()
 		}
 	}()
-	for p := range procs {
+	counters := make([]*distlock.Guarded[int], procs) // one Client each, as separate processes
+	for p := range counters {
 		c := newClient(t, distlocktest.Addrs(servers), distlock.WithMasterTimeout(50*time.Millisecond))
 		g, err := distlock.NewGuarded[int](c, name, nil, distlock.WithRetry(fastRetry))
 		require.NoError(t, err)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range increments {
-				err := g.Update(context.Background(), func(ctx context.Context, n *int) error {
-					*n++
-					return nil
-				})
-				if err != nil {
-					errs <- fmt.Errorf("process %d: %w", p, err)
-					return
-				}
+		counters[p] = g
+	}
+	inParallel(t, procs, func(p int) error {
+		for range increments {
+			err := counters[p].Update(context.Background(), func(ctx context.Context, n *int) error {
+				*n++
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("process %d: %w", p, err)
 			}
-		}()
-	}
-	wg.Wait()
-	close(stop)
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+		}
+		return nil
+	})
+	stopPauses()
 	for _, s := range servers {
 		_ = s.Resume()
 	}

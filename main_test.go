@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,6 +92,26 @@ func proxied(t testing.TB, n int, opts ...distlock.ClientOption) ([]*distlocktes
 		addrs[i] = proxies[i].Addr()
 	}
 	return servers, proxies, newClient(t, addrs, opts...)
+}
+
+// inParallel runs work(0) ... work(n-1) in n goroutines, waits for all of
+// them, and fails t with every error they returned (never calling t.Fatal
+// from a spawned goroutine).
+func inParallel(t testing.TB, n int, work func(i int) error) {
+	t.Helper()
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = work(i)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
 }
 
 var nameSeq atomic.Int64

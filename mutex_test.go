@@ -118,43 +118,30 @@ func TestMutualExclusion(t *testing.T) {
 		counter int // deliberately not atomic: the lock is what protects it
 		inside  atomic.Int32
 		overlap atomic.Int32
-		wg      sync.WaitGroup
-		errs    = make(chan error, workers)
 	)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := c.NewMutex(name, distlock.WithTTL(5*time.Second))
+	inParallel(t, workers, func(int) error {
+		m, err := c.NewMutex(name, distlock.WithTTL(5*time.Second))
+		if err != nil {
+			return err
+		}
+		for range cycles {
+			lease, err := m.Lock(context.Background())
 			if err != nil {
-				errs <- err
-				return
+				return err
 			}
-			for range cycles {
-				lease, err := m.Lock(context.Background())
-				if err != nil {
-					errs <- err
-					return
-				}
-				if inside.Add(1) != 1 {
-					overlap.Add(1)
-				}
-				v := counter
-				time.Sleep(50 * time.Microsecond) // widen the race window
-				counter = v + 1
-				inside.Add(-1)
-				if err := lease.Unlock(context.Background()); err != nil {
-					errs <- err
-					return
-				}
+			if inside.Add(1) != 1 {
+				overlap.Add(1)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+			v := counter
+			time.Sleep(50 * time.Microsecond) // widen the race window
+			counter = v + 1
+			inside.Add(-1)
+			if err := lease.Unlock(context.Background()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	assert.Equal(t, workers*cycles, counter)
 	assert.Zero(t, overlap.Load())
 	require.NoError(t, c.Close()) // sends what is still queued
@@ -310,36 +297,22 @@ func TestNoLeftoverKeys(t *testing.T) {
 	const goroutines, cycles = 32, 2000
 	run := func(t *testing.T, c *distlock.Client, during func(done int64)) {
 		names := []string{lockName(t), lockName(t), lockName(t), lockName(t)}
-		var (
-			done atomic.Int64
-			wg   sync.WaitGroup
-			errs = make(chan error, goroutines)
-		)
-		for g := range goroutines {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				m, err := c.NewMutex(names[g%len(names)], distlock.WithTTL(2*time.Second))
+		var done atomic.Int64
+		inParallel(t, goroutines, func(g int) error {
+			m, err := c.NewMutex(names[g%len(names)], distlock.WithTTL(2*time.Second))
+			if err != nil {
+				return err
+			}
+			for done.Add(1) <= cycles {
+				during(done.Load())
+				lease, err := m.Lock(context.Background())
 				if err != nil {
-					errs <- err
-					return
+					return err
 				}
-				for done.Add(1) <= cycles {
-					during(done.Load())
-					lease, err := m.Lock(context.Background())
-					if err != nil {
-						errs <- err
-						return
-					}
-					_ = lease.Unlock(context.Background())
-				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			require.NoError(t, err)
-		}
+				_ = lease.Unlock(context.Background())
+			}
+			return nil
+		})
 		require.NoError(t, c.Close())
 	}
 

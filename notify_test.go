@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -190,36 +189,23 @@ func TestLocalFIFO(t *testing.T) {
 		_, err := s.Do("CONFIG", "RESETSTAT")
 		require.NoError(t, err)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := c.NewMutex(name)
+	inParallel(t, workers, func(int) error {
+		m, err := c.NewMutex(name)
+		if err != nil {
+			return err
+		}
+		for range rounds {
+			lease, err := m.Lock(context.Background())
 			if err != nil {
-				errs <- err
-				return
+				return err
 			}
-			for range rounds {
-				lease, err := m.Lock(context.Background())
-				if err != nil {
-					errs <- err
-					return
-				}
-				time.Sleep(time.Millisecond) // the critical section
-				if err := lease.Unlock(context.Background()); err != nil {
-					errs <- err
-					return
-				}
+			time.Sleep(time.Millisecond) // the critical section
+			if err := lease.Unlock(context.Background()); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+		}
+		return nil
+	})
 	// Each acquire attempt runs SET NX once on each master it reaches.
 	info, err := servers[0].Do("INFO", "commandstats")
 	require.NoError(t, err)

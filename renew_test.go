@@ -2,7 +2,6 @@ package distlock_test
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,36 +254,23 @@ func TestUnlockRacesRenewal(t *testing.T) {
 		rounds int64
 	}
 	snaps := make([][]snap, workers)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			m, err := c.NewMutex(lockName(t), distlock.WithTTL(time.Second), distlock.WithRenewalInterval(time.Nanosecond))
+	inParallel(t, workers, func(w int) error {
+		m, err := c.NewMutex(lockName(t), distlock.WithTTL(time.Second), distlock.WithRenewalInterval(time.Nanosecond))
+		if err != nil {
+			return err
+		}
+		for range cycles {
+			lease, err := m.TryLock(context.Background())
 			if err != nil {
-				errs <- err
-				return
+				return err
 			}
-			for range cycles {
-				lease, err := m.TryLock(context.Background())
-				if err != nil {
-					errs <- err
-					return
-				}
-				if err := lease.Unlock(context.Background()); err != nil {
-					errs <- err
-					return
-				}
-				snaps[w] = append(snaps[w], snap{lease, distlock.RenewalRounds(lease)})
+			if err := lease.Unlock(context.Background()); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		require.NoError(t, err)
-	}
+			snaps[w] = append(snaps[w], snap{lease, distlock.RenewalRounds(lease)})
+		}
+		return nil
+	})
 	require.NoError(t, c.Close())
 	var raced int64
 	for _, ss := range snaps {
