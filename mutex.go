@@ -149,7 +149,10 @@ wait:
 func (m *Mutex) cleanUp(token any, outcome []error, answered []bool) {
 	c := m.client
 	replies := make(replyChan, len(c.masters))
-	cmds, args := c.newRound(releaseScript, []any{m.nameArg, token, m.channelArg, c.idArg})
+	// Not announced (empty channel): deleting our own keys of a round that
+	// failed frees no lock anyone was told about, and announcing it would
+	// wake every waiter into the next split vote.
+	cmds, args := c.newRound(releaseScript, []any{m.nameArg, token, noAnnounce, c.idArg})
 	resendUntil := time.Now().Add(m.cfg.ttl)
 	waitFor := 0
 	for i, ms := range c.masters {
@@ -190,6 +193,9 @@ func (c *Client) fanout(script *lua, args []any, resendUntil time.Time) replyCha
 	}
 	return replies
 }
+
+// noAnnounce, as release.lua's channel, deletes without publishing.
+var noAnnounce any = ""
 
 // roundBuf holds a round's commands and their shared EVALSHA arguments in
 // one allocation, for up to 5 masters and 8 arguments.

@@ -35,6 +35,7 @@ type notifier struct {
 type waitQueue struct {
 	waiters    []*waiter // FIFO; waiters[0] is the head
 	yieldUntil time.Time // set by an Unlock that was announced to others
+	lastNotice string    // the last release announced ("<client id>:<token>")
 }
 
 type waiter struct {
@@ -121,22 +122,41 @@ func (n *notifier) queued(name string) bool {
 	return q != nil && len(q.waiters) > 0
 }
 
-// onMessage is a release announcement from one master. Releases by this
-// Client woke its next waiter already, without the detour through Redis.
-func (n *notifier) onMessage(channel string, from []byte) {
-	if name, ok := strings.CutSuffix(channel, releaseSuffix); ok && string(from) != n.id {
-		n.released(name, true)
+// onMessage is a release announcement from one master: "<client id>:<token>".
+// Releases by this Client woke its next waiter already, without the detour
+// through Redis. Every master announces the same release; only the first
+// copy wakes the waiter, the others would only send it after a lock that
+// is already taken again.
+func (n *notifier) onMessage(channel string, notice []byte) {
+	name, ok := strings.CutSuffix(channel, releaseSuffix)
+	if !ok {
+		return
+	}
+	from, _, _ := strings.Cut(string(notice), ":")
+	if from == n.id {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	q := n.names[name]
+	if q == nil || len(q.waiters) == 0 || len(notice) > 0 && q.lastNotice == string(notice) {
+		return
+	}
+	q.lastNotice = string(notice)
+	select {
+	case q.waiters[0].wake <- true:
+	default:
 	}
 }
 
-// released wakes the head waiter of name, if any; announced says the
-// release came from a master's announcement rather than this Client.
-func (n *notifier) released(name string, announced bool) {
+// released wakes the head waiter of name, if any, after a release by this
+// Client.
+func (n *notifier) released(name string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if q := n.names[name]; q != nil && len(q.waiters) > 0 {
 		select {
-		case q.waiters[0].wake <- announced:
+		case q.waiters[0].wake <- false:
 		default:
 		}
 	}

@@ -46,7 +46,7 @@ func (m *Mutex) release(ctx context.Context, token any) error {
 	if yes > 0 {
 		// Wake this Client's next waiter at once; and if the release was
 		// announced to subscribers, give them the first go at the lock.
-		c.notifier.released(m.name, false)
+		c.notifier.released(m.name)
 		if top > replyDone {
 			c.notifier.yield(m.name)
 		}
