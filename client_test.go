@@ -25,16 +25,15 @@ func TestNewClientRejectsBadInput(t *testing.T) {
 		"duplicate default port":    {addrs: []string{"redis://10.0.0.1", "10.0.0.1:6379"}, want: "masters[1]: duplicate master"},
 		"missing port":              {addrs: []string{"localhost"}, want: `masters[0]: invalid address "localhost"`},
 		"bad port":                  {addrs: []string{"localhost:99999"}, want: `port "99999"`},
-		"bad scheme":                {addrs: []string{"http://localhost:6379"}, want: "scheme must be redis or rediss"},
+		"bad scheme":                {addrs: []string{"http://localhost:6379"}, want: `scheme "http": must be redis, rediss or unix`},
 		"bad db":                    {addrs: []string{"redis://localhost:6379/x"}, want: `database "x"`},
 		"query":                     {addrs: []string{"redis://localhost:6379/0?timeout=1"}, want: "only [user:password@]host[:port][/db]"},
 		"empty host":                {addrs: []string{":6379"}, want: "host is empty"},
 		"negative dial timeout":     {opts: []distlock.ClientOption{distlock.WithDialTimeout(-time.Second)}, want: "WithDialTimeout: must be positive"},
 		"zero master timeout":       {opts: []distlock.ClientOption{distlock.WithMasterTimeout(0)}, want: "WithMasterTimeout: must be positive"},
-		"negative pool size":        {opts: []distlock.ClientOption{distlock.WithPoolSize(-1)}, want: "WithPoolSize: must be positive"},
 		"nil clock":                 {opts: []distlock.ClientOption{distlock.WithClock(nil)}, want: "WithClock: clock is nil"},
-		"password stays out of err": {addrs: []string{"redis://:hunter2@localhost:6379/x"}, want: `"redis://localhost:6379/x"`},
-		"lone password stays out":   {addrs: []string{"redis://hunter2@localhost:6379/x"}, want: `"redis://localhost:6379/x"`},
+		"password stays out of err": {addrs: []string{"redis://:hunter2@localhost:6379/x"}, want: `"redis://:xxxxx@localhost:6379/x"`},
+		"lone password stays out":   {addrs: []string{"redis://hunter2@localhost:6379/x"}, want: `"redis://xxxxx@localhost:6379/x"`},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -57,8 +56,6 @@ func TestNewClientAcceptsAddressForms(t *testing.T) {
 	}, distlock.WithPassword("secret"))
 	require.NoError(t, err)
 	defer c.Close()
-	assert.Equal(t, 5, c.Masters())
-	assert.Equal(t, 3, c.Quorum())
 }
 
 func TestNewClientDefaultsToLocalRedis(t *testing.T) {
@@ -67,8 +64,6 @@ func TestNewClientDefaultsToLocalRedis(t *testing.T) {
 	c, err := distlock.NewClient(nil)
 	require.NoError(t, err)
 	defer c.Close()
-	assert.Equal(t, 1, c.Masters())
-	assert.Equal(t, 1, c.Quorum())
 }
 
 func TestNewClientDoesNotDial(t *testing.T) {
@@ -121,7 +116,7 @@ func TestNewMutexRejectsBadInput(t *testing.T) {
 		"ttl below 1ms":      {name: "x", opts: []distlock.Option{distlock.WithTTL(time.Microsecond)}, want: "WithTTL: must be at least 1ms"},
 		"negative ttl":       {name: "x", opts: []distlock.Option{distlock.WithTTL(-time.Second)}, want: "WithTTL"},
 		"ttl not over drift": {name: "x", opts: []distlock.Option{distlock.WithTTL(2 * time.Millisecond)}, want: "WithTTL: TTL 2ms must be larger than the drift"},
-		"drift factor >= 1":  {name: "x", opts: []distlock.Option{distlock.WithDrift(1, 0)}, want: "WithDrift: factor must be in [0, 1)"},
+		"drift factor >= 1":  {name: "x", opts: []distlock.Option{distlock.WithDrift(1, 0)}, want: "WithDrift: factor must be a number in [0, 1)"},
 		"negative factor":    {name: "x", opts: []distlock.Option{distlock.WithDrift(-0.1, 0)}, want: "WithDrift: factor"},
 		"negative constant":  {name: "x", opts: []distlock.Option{distlock.WithDrift(0.01, -time.Millisecond)}, want: "WithDrift: constant must not be negative"},
 	}

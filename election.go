@@ -7,15 +7,14 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 )
 
 // Election is leader election over the Client's masters with a typed leader
 // value (an address, an id): one candidate at a time runs its lead function,
 // and followers read or watch who leads. The leader is the holder of the
 // election's lock (named like the election); its value is recorded beside
-// the lock ("<name>:leader") with its fencing token as the term, and
-// announced on the channel "<name>:leader".
+// the lock with its fencing token as the term, and announced on the
+// election's channel (see the README's key layout).
 //
 // An Election is safe for concurrent use; each candidate process calls Run.
 type Election[T any] struct {
@@ -32,16 +31,17 @@ var errResigned = errors.New("distlock: resigned")
 
 // NewElection returns the election called name. opts configure its lock: the
 // TTL bounds how long followers wait after a leader dies without resigning.
-// A nil codec means JSONCodec.
+// A nil codec means JSON (encoding/json).
 func NewElection[T any](c *Client, name string, codec Codec[T], opts ...Option) (*Election[T], error) {
 	m, err := c.NewMutex(name, opts...)
 	if err != nil {
 		return nil, err
 	}
 	if codec == nil {
-		codec = JSONCodec[T]{}
+		codec = jsonCodec[T]{}
 	}
-	return &Election[T]{mutex: m, recordKey: name + ":leader", channel: name + ":leader", codec: codec}, nil
+	key := derivedKey(kindLeader, name)
+	return &Election[T]{mutex: m, recordKey: key, channel: key, codec: codec}, nil
 }
 
 // Run campaigns until elected, records and announces value as the leader's,
@@ -53,7 +53,7 @@ func NewElection[T any](c *Client, name string, codec Codec[T], opts ...Option) 
 func (e *Election[T]) Run(ctx context.Context, value T, lead func(ctx context.Context) error) error {
 	data, err := e.codec.Marshal(value)
 	if err != nil {
-		return fmt.Errorf("distlock: election %q: encode: %w", e.mutex.name, err)
+		return fmt.Errorf("distlock: election %q: encode: %w", e.mutex.Name(), err)
 	}
 	for {
 		lease, err := e.mutex.Lock(ctx)
@@ -120,27 +120,76 @@ func (e *Election[T]) Resign(ctx context.Context) error {
 	return nil
 }
 
-func (e *Election[T]) publish(ctx context.Context, lease *Lease, term uint64, data []byte) error {
-	m := e.mutex
-	n, q := len(m.client.masters), m.client.quorum
-	replies := m.client.fanout(electionPublish,
-		[]any{e.recordKey, m.name, lease.token, strconv.FormatUint(term, 10), data, e.channel}, time.Time{})
-	yes, _, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
-		return yes >= q || lost+failed > n-q
-	})
-	if yes < q {
-		return m.quorumError("publish", yes, errs)
+// errStaleTerm is a master's answer that a later leader's record is stored.
+var errStaleTerm = errors.New("a later leader's record is stored")
+
+// publishOp: election_publish.lua answers 1 when recorded, 0 when a later
+// term is stored, -1 when the lock key does not hold our token.
+var publishOp = op{name: "publish", script: electionPublish, judge: judgeDone(errStaleTerm, errNotOwner)}
+
+// retractOp: election_retract.lua answers 1 when deleted, 0 when the record
+// is someone else's.
+var retractOp = op{name: "retract", script: electionRetract, all: true, judge: judgeDone(errOtherOwner, errOtherOwner)}
+
+// leaderReadOp: election_read.lua answers {term, value} when the recorded
+// leader still holds the lock on that master, nil otherwise; every answer
+// is a yes. The round ends once a quorum agrees on one term, or when every
+// master answered.
+var leaderReadOp = op{name: "leader", script: electionRead, all: true, keep: true, judge: func(val any) (vote, error) {
+	if _, ok := leaderTerm(val); ok || val == nil {
+		return voteYes, nil
 	}
-	return nil
+	return voteFailed, unexpected(val)
+}, over: func(t *tally) bool {
+	_, ok := agreedTerm(t)
+	return ok
+}}
+
+// leaderTerm parses one master's answer to election_read.lua.
+func leaderTerm(val any) (uint64, bool) {
+	fields, ok := val.([]any)
+	if !ok || len(fields) != 2 {
+		return 0, false
+	}
+	b, _ := fields[0].([]byte)
+	term, err := strconv.ParseUint(string(b), 10, 64)
+	return term, err == nil
+}
+
+// agreedTerm returns the master holding the term that a quorum of masters
+// agree on, if any.
+func agreedTerm(t *tally) (idx int, ok bool) {
+	if t.vals == nil {
+		return 0, false // no answer yet
+	}
+	for i := range t.votes {
+		term, ok := leaderTerm(t.vals[i])
+		if !ok || t.votes[i] != voteYes {
+			continue
+		}
+		same := 0
+		for j := range t.votes {
+			if u, ok := leaderTerm(t.vals[j]); ok && u == term && t.votes[j] == voteYes {
+				same++
+			}
+		}
+		if same >= t.q {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+func (e *Election[T]) publish(ctx context.Context, lease *Lease, term uint64, data []byte) error {
+	t := lease.run(ctx, &publishOp, []any{e.recordKey, e.mutex.nameArg}, strconv.FormatUint(term, 10), data, e.channel)
+	return t.err(nil)
 }
 
 // retract deletes the record of lease, if it is still the recorded leader,
 // on every master. Best effort: a record left behind is ignored by readers
 // once its lock is gone.
 func (e *Election[T]) retract(ctx context.Context, lease *Lease) {
-	m := e.mutex
-	replies := m.client.fanout(electionRetract, []any{e.recordKey, lease.token}, time.Time{})
-	m.collect(ctx, replies, func(yes, lost, failed int) bool { return yes+lost+failed == len(m.client.masters) })
+	lease.run(ctx, &retractOp, []any{e.recordKey})
 }
 
 // Leader returns the current leader's value. ok is false when no candidate
@@ -152,44 +201,15 @@ func (e *Election[T]) Leader(ctx context.Context) (value T, ok bool, err error) 
 }
 
 func (e *Election[T]) leader(ctx context.Context) (value T, term uint64, ok bool, err error) {
-	m := e.mutex
-	c := m.client
-	n, q := len(c.masters), c.quorum
-	replies := c.fanout(electionRead, []any{e.recordKey, m.name}, time.Time{})
-	votes := make(map[uint64]int, 1)
-	datas := make(map[uint64][]byte, 1)
-	errs := make([]error, n)
-	answered, failed := 0, 0
-	for answered+failed < n {
-		select {
-		case r := <-replies:
-			if r.err != nil {
-				errs[r.idx] = r.err
-				failed++
-				continue
-			}
-			answered++
-			fields, isArray := r.val.([]any)
-			if !isArray || len(fields) != 2 {
-				continue // nil: no live leader on this master
-			}
-			t, _ := fields[0].([]byte)
-			term, err := strconv.ParseUint(string(t), 10, 64)
-			if err != nil {
-				continue
-			}
-			votes[term]++
-			datas[term], _ = fields[1].([]byte)
-			if votes[term] >= q {
-				v, err := e.codec.Unmarshal(datas[term])
-				return v, term, err == nil, err
-			}
-		case <-ctx.Done():
-			return value, 0, false, fmt.Errorf("distlock: election %q: %w", m.name, ctx.Err())
-		}
+	t := e.mutex.run(ctx, &leaderReadOp, e.recordKey, e.mutex.nameArg)
+	if i, agreed := agreedTerm(t); agreed {
+		term, _ = leaderTerm(t.vals[i])
+		data, _ := t.vals[i].([]any)[1].([]byte)
+		value, err = e.codec.Unmarshal(data)
+		return value, term, err == nil, err
 	}
-	if answered < q {
-		return value, 0, false, m.quorumError("leader", answered, errs)
+	if !t.won() {
+		return value, 0, false, t.quorumError()
 	}
 	return value, 0, false, nil
 }
@@ -204,28 +224,20 @@ func (e *Election[T]) leader(ctx context.Context) (value T, term uint64, ok bool
 func (e *Election[T]) Observe(ctx context.Context) <-chan T {
 	out := make(chan T)
 	notes := make(chan announcement, 64)
-	subs := make([]*pubsub, len(e.mutex.client.masters))
-	for i, ms := range e.mutex.client.masters {
-		subs[i] = startPubSub(ms, func(_ string, data []byte) {
-			term, value, ok := bytes.Cut(data, []byte(":"))
-			t, err := strconv.ParseUint(string(term), 10, 64)
-			if !ok || err != nil {
-				return
-			}
-			select {
-			case notes <- announcement{term: t, data: value}:
-			case <-ctx.Done():
-			}
-		})
-		subs[i].add(e.channel)
-	}
+	stop := e.mutex.subscribe(e.channel, func(data []byte) {
+		term, value, ok := bytes.Cut(data, []byte(":"))
+		t, err := strconv.ParseUint(string(term), 10, 64)
+		if !ok || err != nil {
+			return
+		}
+		select {
+		case notes <- announcement{term: t, data: value}:
+		case <-ctx.Done():
+		}
+	})
 	go func() {
 		defer close(out)
-		defer func() {
-			for _, p := range subs {
-				p.close()
-			}
-		}()
+		defer stop()
 		var last uint64
 		deliver := func(term uint64, v T) bool {
 			if term <= last {
@@ -246,7 +258,7 @@ func (e *Election[T]) Observe(ctx context.Context) <-chan T {
 		if !poll() {
 			return
 		}
-		ticker := e.mutex.client.clock.Ticker(e.mutex.cfg.ttl)
+		ticker := e.mutex.clock().Ticker(e.mutex.cfg.ttl)
 		defer ticker.Stop()
 		for {
 			select {

@@ -150,5 +150,5 @@ func TestElectionResign(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok, "no leader after resigning")
 	eventuallyHolders(t, servers, name, 0, "the lock is released")
-	eventuallyHolders(t, servers, name+":leader", 0, "the record is retracted")
+	eventuallyHolders(t, servers, distlock.KeyOf("leader", name), 0, "the record is retracted")
 }

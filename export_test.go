@@ -18,8 +18,12 @@ func RenewalRounds(l *Lease) int64 {
 	r := l.mutex.client.renewer
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if l.watch == nil {
-		return 0
-	}
-	return l.watch.rounds
+	return l.w.rounds
 }
+
+// KeyOf returns the key or channel of the given kind ("fence", "value",
+// "leader", "release") that the library derives for the lock name.
+func KeyOf(kind, name string) string { return derivedKey(kind, name) }
+
+// NotifierSize returns how many locks c's notifier keeps state for.
+func NotifierSize(c *Client) int { return c.notifier.size() }

@@ -2,10 +2,8 @@ package distlock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-	"time"
 )
 
 // Token returns the lease's fencing token: a number strictly greater than the
@@ -16,19 +14,21 @@ import (
 // for values stored beside the lock.
 //
 // The first call costs two rounds; later calls return the same token. On each
-// master the lock keeps a counter beside its key ("<name>:fence"), incremented
-// by every acquisition once it exists. Token reads the counter on the masters
-// that still hold this lease's key, takes the highest value a quorum returned,
-// and writes it back (counter = max(counter, token)) on a quorum before it
-// returns. Any later holder's quorum meets that quorum, and its acquisition
-// increments the counter there, so its token is higher. A counter lost to a
-// master restart starts again from the server's TIME in microseconds.
+// master the lock keeps a counter beside its key (see the README's key
+// layout), incremented by every acquisition once it exists. Token reads the
+// counter on the masters that still hold this lease's key, takes the highest
+// value a quorum returned, and writes it back (counter = max(counter, token))
+// on a quorum before it returns. Any later holder's quorum meets that quorum,
+// and its acquisition increments the counter there, so its token is higher.
+// A counter lost to a master restart starts again from the server's TIME in
+// microseconds.
 //
 // Limits: it relies on the lock's own safety (the timing assumptions of
 // Redlock), on the masters' clocks not going back across a restart, and on
 // fewer than one acquisition per microsecond. Token fails, with an error
-// matching ErrNotHeld, if the lease ended before the write-back finished;
-// that token must not be used.
+// matching ErrNotHeld, if the lease ended before the write-back finished or a
+// quorum answered that the lease is no longer ours; that token must not be
+// used. Other failures return a *QuorumError, and Token may be called again.
 func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	if l == nil {
 		return 0, ErrNotHeld
@@ -38,88 +38,52 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	if l.fence != 0 {
 		return l.fence, nil
 	}
-	if l.Err() != nil || l.isReleased() {
-		return 0, ErrNotHeld
+	if !l.held() {
+		return 0, fmt.Errorf("%w: %q: the lease ended", ErrNotHeld, l.mutex.name)
 	}
 	m := l.mutex
-	token, err := m.readFence(ctx, l.token)
-	if err != nil {
+	t := l.run(ctx, &fenceReadOp, []any{m.nameArg, m.fenceArg})
+	if err := t.err(ErrNotHeld); err != nil {
 		return 0, err
 	}
-	replies := m.client.fanout(fenceWriteScript, []any{m.nameArg, m.fenceArg, l.token, strconv.FormatUint(token, 10)}, time.Time{})
-	n, q := len(m.client.masters), m.client.quorum
-	yes, lost, _, errs := m.collect(ctx, replies, func(yes, lost, failed int) bool {
-		return yes >= q || lost+failed > n-q
-	})
-	if yes < q {
-		err := m.quorumError("fence", yes, errs)
-		if lost > n-q {
-			return 0, fmt.Errorf("%w: %w", ErrNotHeld, err)
+	var token uint64
+	for i, v := range t.votes {
+		if v == voteYes {
+			n, _ := strconv.ParseUint(string(t.vals[i].([]byte)), 10, 64) // checked by the judge
+			token = max(token, n)
 		}
+	}
+
+	t = l.run(ctx, &fenceWriteOp, []any{m.nameArg, m.fenceArg}, strconv.FormatUint(token, 10))
+	if err := t.err(ErrNotHeld); err != nil {
 		return 0, err
 	}
 	// The token is good only if the lease still held when the write-back
 	// finished: a later holder's quorum then meets ours.
-	if l.Err() != nil || l.isReleased() || !m.client.clock.Now().Before(l.Until()) {
-		return 0, fmt.Errorf("%w: the lease ended before its fencing token was written back", ErrNotHeld)
+	if !l.held() || !m.client.clock.Now().Before(l.Until()) {
+		return 0, fmt.Errorf("%w: %q: the lease ended before its fencing token was written back", ErrNotHeld, m.name)
 	}
 	l.fence = token
 	return token, nil
 }
 
-// readFence returns the highest fencing counter over a quorum of masters
-// that hold token.
-func (m *Mutex) readFence(ctx context.Context, token any) (uint64, error) {
-	c := m.client
-	n, q := len(c.masters), c.quorum
-	replies := c.fanout(fenceReadScript, []any{m.name, m.fenceKey, token}, time.Time{})
-	errs := make([]error, n)
-	var highest uint64
-	yes, no := 0, 0
-	for yes < q && no <= n-q {
-		select {
-		case r := <-replies:
-			switch v := r.val.(type) {
-			case []byte:
-				if r.err == nil {
-					t, err := strconv.ParseUint(string(v), 10, 64)
-					if err != nil {
-						errs[r.idx] = fmt.Errorf("bad fencing counter %q", v)
-						no++
-						continue
-					}
-					highest = max(highest, t)
-					yes++
-					continue
-				}
-			case int64:
-				if r.err == nil {
-					errs[r.idx] = errNotOwner
-					no++
-					continue
-				}
-			}
-			if r.err == nil {
-				r.err = fmt.Errorf("unexpected reply %T", r.val)
-			}
-			errs[r.idx] = r.err
-			no++
-		case <-ctx.Done():
-			return 0, fmt.Errorf("distlock: fence %q: %w", m.name, ctx.Err())
+// fenceReadOp: fence_read.lua answers the counter as a decimal string, or -1
+// when the lock key does not hold our token.
+var fenceReadOp = op{name: "fence", script: fenceReadScript, keep: true, judge: func(val any) (vote, error) {
+	switch v := val.(type) {
+	case []byte:
+		if _, err := strconv.ParseUint(string(v), 10, 64); err != nil {
+			return voteFailed, fmt.Errorf("bad fencing counter %q", v)
+		}
+		return voteYes, nil
+	case int64:
+		if v == -1 {
+			return voteNo, errNotOwner
 		}
 	}
-	if yes < q {
-		qe := m.quorumError("fence", yes, errs)
-		notHeld := 0
-		for _, err := range errs {
-			if errors.Is(err, errNotOwner) {
-				notHeld++
-			}
-		}
-		if notHeld > n-q {
-			return 0, fmt.Errorf("%w: %w", ErrNotHeld, qe)
-		}
-		return 0, qe
-	}
-	return highest, nil
-}
+	return voteFailed, unexpected(val)
+}}
+
+// fenceWriteOp: fence_write.lua answers 1 when the counter is at least the
+// token, -1 when the lock key does not hold our token.
+var fenceWriteOp = op{name: "fence", script: fenceWriteScript, judge: judgeDone(errNotOwner, errNotOwner)}

@@ -131,7 +131,7 @@ func TestFencedLateWrite(t *testing.T) {
 	assert.Equal(t, "B's write", v)
 	assert.Equal(t, tokenB, token)
 	for _, s := range servers {
-		stored, err := s.Do("HGET", name+":value", "data")
+		stored, err := s.Do("HGET", distlock.KeyOf("value", name), "data")
 		require.NoError(t, err)
 		assert.Equal(t, `"B's write"`, string(stored.([]byte)), "refused on %s", s.Addr())
 	}

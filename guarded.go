@@ -15,8 +15,9 @@ import (
 // ended (perhaps while it was paused) and its write must not land.
 var ErrFenced = errors.New("distlock: write refused: a later lock holder already wrote (fenced)")
 
-// Guarded is a value of type T stored on every master beside its lock
-// ("<name>:value"), which only the lock's holder writes, fenced by its token.
+// Guarded is a value of type T stored on every master beside its lock (see
+// the README's key layout), which only the lock's holder writes, fenced by
+// its token.
 // It is safe for concurrent use, by many goroutines and processes.
 type Guarded[T any] struct {
 	mutex    *Mutex
@@ -25,16 +26,16 @@ type Guarded[T any] struct {
 }
 
 // NewGuarded returns the guarded value called name, locked by the Mutex of
-// that name with opts. A nil codec means JSONCodec.
+// that name with opts. A nil codec means JSON (encoding/json).
 func NewGuarded[T any](c *Client, name string, codec Codec[T], opts ...Option) (*Guarded[T], error) {
 	m, err := c.NewMutex(name, opts...)
 	if err != nil {
 		return nil, err
 	}
 	if codec == nil {
-		codec = JSONCodec[T]{}
+		codec = jsonCodec[T]{}
 	}
-	return &Guarded[T]{mutex: m, valueKey: name + ":value", codec: codec}, nil
+	return &Guarded[T]{mutex: m, valueKey: derivedKey(kindValue, name), codec: codec}, nil
 }
 
 // Update locks, reads the newest copy from a quorum of masters (the zero T if
@@ -49,8 +50,8 @@ func NewGuarded[T any](c *Client, name string, codec Codec[T], opts ...Option) (
 // lease afterwards (a lock that could not be released expires with its TTL),
 // so a caller that retries on error never applies a change twice.
 func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v *T) error) error {
-	clk := g.mutex.client.clock
-	fnErr, endErr := g.mutex.client.withLease(ctx, g.mutex, func(ctx context.Context, lease *Lease) error {
+	clk := g.mutex.clock()
+	fnErr, endErr := g.mutex.withLease(ctx, func(ctx context.Context, lease *Lease) error {
 		// Taking the token and reading have no effect that a retry could
 		// repeat, so a master that stalls for a moment is waited out (ctx ends
 		// if the lease is lost). The write is not retried.
@@ -73,7 +74,7 @@ func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v 
 		}
 		data, err := g.codec.Marshal(v)
 		if err != nil {
-			return fmt.Errorf("distlock: guarded %q: encode: %w", g.mutex.name, err)
+			return fmt.Errorf("distlock: guarded %q: encode: %w", g.mutex.Name(), err)
 		}
 		return g.write(ctx, token, data)
 	})
@@ -94,99 +95,73 @@ func (g *Guarded[T]) Load(ctx context.Context) (T, uint64, error) {
 	}
 	v, err := g.codec.Unmarshal(data)
 	if err != nil {
-		return zero, token, fmt.Errorf("distlock: guarded %q: decode: %w", g.mutex.name, err)
+		return zero, token, fmt.Errorf("distlock: guarded %q: decode: %w", g.mutex.Name(), err)
 	}
 	return v, token, nil
 }
+
+// guardedReadOp reads a Guarded value's token and data on every master.
+var guardedReadOp = op{name: "read", cmd: "HMGET", keep: true, judge: func(val any) (vote, error) {
+	fields, ok := val.([]any)
+	if !ok || len(fields) != 2 {
+		return voteFailed, unexpected(val)
+	}
+	if t, _ := fields[0].([]byte); t != nil {
+		if _, err := strconv.ParseUint(string(t), 10, 64); err != nil {
+			return voteFailed, fmt.Errorf("bad token %q", t)
+		}
+	}
+	return voteYes, nil
+}}
+
+// guardedWriteOp: guarded_write.lua answers 1 when stored, 0 when refused.
+var guardedWriteOp = op{name: "write", script: guardedWriteScript, judge: judgeDone(ErrFenced, ErrFenced)}
 
 // read returns the copy with the highest token among a quorum of masters.
 // Every write reached a quorum, and any two quorums meet, so the newest
 // write is among them.
 func (g *Guarded[T]) read(ctx context.Context) (uint64, []byte, error) {
-	m := g.mutex
-	c := m.client
-	n, q := len(c.masters), c.quorum
-	replies := make(replyChan, n)
-	args := []any{g.valueKey, "token", "data"}
-	for i, ms := range c.masters {
-		ms.submit(&command{name: "HMGET", args: args, idx: i, reply: replies})
+	t := g.mutex.run(ctx, &guardedReadOp, g.valueKey, "token", "data")
+	if err := t.err(nil); err != nil {
+		return 0, nil, err
 	}
 	var (
-		token   uint64
-		data    []byte
-		ok, bad int
-		errs    = make([]error, n)
+		token uint64
+		data  []byte
 	)
-	for ok < q && bad <= n-q {
-		select {
-		case r := <-replies:
-			fields, isArray := r.val.([]any)
-			if r.err != nil || !isArray || len(fields) != 2 {
-				if r.err == nil {
-					r.err = fmt.Errorf("unexpected reply %T", r.val)
-				}
-				errs[r.idx] = r.err
-				bad++
-				continue
-			}
-			ok++
-			t, _ := fields[0].([]byte)
-			if t == nil {
-				continue // never written on this master
-			}
-			v, err := strconv.ParseUint(string(t), 10, 64)
-			if err != nil {
-				errs[r.idx] = fmt.Errorf("bad token %q", t)
-				ok--
-				bad++
-				continue
-			}
-			if v > token {
-				token = v
-				data, _ = fields[1].([]byte)
-			}
-		case <-ctx.Done():
-			return 0, nil, fmt.Errorf("distlock: guarded %q: %w", m.name, ctx.Err())
+	for i, v := range t.votes {
+		if v != voteYes {
+			continue
 		}
-	}
-	if ok < q {
-		return 0, nil, m.quorumError("read", ok, errs)
+		fields := t.vals[i].([]any) // checked by the judge
+		b, _ := fields[0].([]byte)
+		if b == nil {
+			continue // never written on this master
+		}
+		if n, _ := strconv.ParseUint(string(b), 10, 64); n > token {
+			token = n
+			data, _ = fields[1].([]byte)
+		}
 	}
 	return token, data, nil
 }
 
-// write stores data with token on a quorum of masters.
+// write stores data with token on a quorum of masters. Each master refuses
+// a token lower than the one it stores: if a quorum refuses, the error
+// matches ErrFenced.
 func (g *Guarded[T]) write(ctx context.Context, token uint64, data []byte) error {
-	m := g.mutex
-	n, q := len(m.client.masters), m.client.quorum
-	replies := m.client.fanout(guardedWriteScript, []any{g.valueKey, strconv.FormatUint(token, 10), data}, time.Time{})
-	// guarded_write.lua answers 1 (stored) or 0 (refused), which collect
-	// counts as yes and lost.
-	yes, refused, _, errs := m.collect(ctx, replies, func(yes, refused, failed int) bool {
-		return yes >= q || refused+failed > n-q
-	})
-	if yes >= q {
-		return nil
-	}
-	for i, err := range errs {
-		if errors.Is(err, errNotOwner) {
-			errs[i] = ErrFenced
-		}
-	}
-	qe := m.quorumError("write", yes, errs)
-	if refused > n-q {
-		return fmt.Errorf("%w: %w", ErrFenced, qe)
-	}
-	return qe
+	t := g.mutex.run(ctx, &guardedWriteOp, g.valueKey, strconv.FormatUint(token, 10), data)
+	return t.err(ErrFenced)
 }
 
 // retryTransient runs op until it succeeds, fails for good (anything but a
-// *QuorumError, or a lease that is no longer held), or ctx ends.
+// *QuorumError, a lease that is no longer held, or failures that retrying
+// cannot fix), or ctx ends.
 func retryTransient(ctx context.Context, clk clock.Clock, op func() error) error {
 	for {
 		err := op()
 		var qe *QuorumError
-		if err == nil || !errors.As(err, &qe) || errors.Is(err, ErrNotHeld) {
+		if err == nil || !errors.As(err, &qe) || errors.Is(err, ErrNotHeld) || isFinal(err) {
 			return err
 		}
 		if !sleep(ctx, clk, transientRetry) {

@@ -2,6 +2,7 @@ package distlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -13,20 +14,25 @@ import (
 //
 // The Client's watchdog keeps the lease alive: every ttl/3 (see
 // WithRenewalInterval) it extends the key on every master, with the quorum
-// and validity rules of acquire, and Until moves forward. A failed extension
-// is retried until the safety deadline Until minus the margin (see
-// WithRenewalMargin); a quorum answering that the key is gone or another
-// owner's ends it at once. Either way the lease is lost: Done closes and
-// Context is cancelled with a cause matching ErrLeaseLost, before any other
-// client could acquire the lock, as long as the clocks keep to the drift
-// allowance. It is NOT safe to assume the lock is still held after Done
-// closed or after Until; a holder that watches Done never overlaps the next.
+// and validity rules of acquire, and Until moves forward. On a master where
+// the key is missing (the master restarted, or never got the acquire), the
+// extension sets it again, only if absent, so the lease regains its full
+// tolerance of (N-1)/2 failed masters. A failed extension is retried until
+// the safety deadline Until minus the margin (see WithRenewalMargin); a
+// quorum answering that the key is gone or another owner's ends it at once.
+// Either way the lease is lost: Done closes and Context is cancelled with a
+// cause matching ErrLeaseLost, before any other client could acquire the
+// lock, as long as the clocks keep to the drift allowance. It is NOT safe to
+// assume the lock is still held after Done closed or after Until; a holder
+// that watches Done never overlaps the next.
 //
 // A Lease is safe for concurrent use. A second Unlock, and Unlock or Extend
-// on a nil or ended Lease, return ErrNotHeld and never panic.
+// on a nil or ended Lease, return an error matching ErrNotHeld and never
+// panic.
 type Lease struct {
 	mutex *Mutex
-	token any // the acquisition's token: a string, boxed once
+	token any    // the acquisition's token: a string, boxed once
+	w     *watch // the watchdog's record of this lease; only the watchdog reads it
 
 	mu       sync.Mutex
 	until    time.Time
@@ -36,9 +42,6 @@ type Lease struct {
 	done     chan struct{}
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
-
-	watch *watch // the watchdog's state (&wd once registered); guarded by the Client's renewer
-	wd    watch
 
 	fenceMu sync.Mutex // serializes Token
 	fence   uint64     // the fencing token, once handed out
@@ -98,18 +101,26 @@ func (l *Lease) Context() context.Context {
 	return l.ctx
 }
 
-func (l *Lease) isReleased() bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.released
-}
-
 // Err returns nil while the lease is held and after a clean Unlock, and an
 // error matching ErrLeaseLost once it was lost.
 func (l *Lease) Err() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.err
+}
+
+// held reports whether the lease has neither been unlocked nor lost.
+func (l *Lease) held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.ended && !l.released
+}
+
+// lost ends the lease as lost for reason and signals Done and Context. It is
+// the one way the watchdog ends a lease, and reports false if the lease had
+// already ended.
+func (l *Lease) lost(reason error) bool {
+	return l.end(fmt.Errorf("%w: %q: %w", ErrLeaseLost, l.mutex.name, reason))
 }
 
 // end marks the lease ended with err (nil for Unlock) and signals Done and
@@ -130,12 +141,9 @@ func (l *Lease) end(err error) bool {
 	return true
 }
 
-// endLost ends the lease as lost for reason.
-func (l *Lease) endLost(reason error) bool {
-	return l.end(fmt.Errorf("%w: %q: %w", ErrLeaseLost, l.mutex.name, reason))
-}
-
-func (l *Lease) setUntil(until time.Time) {
+// renewed moves Until forward after an extension round that started early
+// enough to leave until as its new end of validity.
+func (l *Lease) renewed(until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.ended && until.After(l.until) {
@@ -143,17 +151,23 @@ func (l *Lease) setUntil(until time.Time) {
 	}
 }
 
+// releaseOp: release.lua answers 1 + the number of subscribers its
+// announcement reached when it deleted our key, 0 when the key is gone, -1
+// when it holds another owner's token.
+var releaseOp = op{name: "release", script: releaseScript, resend: true, keep: true, judge: judgeDone(errMissing, errOtherOwner)}
+
 // Unlock ends the lease and deletes the lock's key on every master where it
 // still holds this lease's token (never another owner's key). Done is closed
 // before the release is sent.
 //
 // It returns nil when a quorum of masters confirmed that our token is gone
-// (deleted now, or no longer there); ErrNotHeld when the lease had already
-// been unlocked or lost, or when our token was missing on a majority;
-// otherwise a *QuorumError (the keys that could not be deleted expire with
-// their TTL, and a master that was down gets the release again when it
-// answers). The release goes
-// out even if ctx is already done; ctx bounds only the wait for answers.
+// (deleted now, or no longer there). It returns an error matching ErrNotHeld
+// when the lease had already been unlocked or lost (Lease.Err then says why)
+// or when our token was missing on a majority; otherwise a *QuorumError (the
+// keys that could not be deleted expire with their TTL, and a master that
+// was down gets the release again when it answers). Except after a first
+// Unlock, the release goes out in every case, even if ctx is already done;
+// ctx bounds only the wait for answers.
 func (l *Lease) Unlock(ctx context.Context) error {
 	if l == nil {
 		return ErrNotHeld
@@ -161,52 +175,122 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.mu.Lock()
 	if l.released {
 		l.mu.Unlock()
-		return ErrNotHeld
+		return fmt.Errorf("%w: %q: already unlocked", ErrNotHeld, l.mutex.name)
 	}
 	l.released = true
-	wasLost := l.ended
+	lostErr := l.err
 	l.mu.Unlock()
 	// Stop the watchdog first: after this, no extension of this lease is
 	// sent, and any sent before runs before the release on every master.
-	l.mutex.client.renewer.remove(l)
+	l.mutex.client.renewer.remove(l.w)
 	l.end(nil)
 
 	err := l.mutex.release(ctx, l.token)
-	if wasLost && err == nil {
-		return ErrNotHeld
+	switch {
+	case lostErr != nil && err == nil:
+		return fmt.Errorf("%w: %w", ErrNotHeld, lostErr)
+	case lostErr != nil && !errors.Is(err, ErrNotHeld):
+		return fmt.Errorf("%w: %w (release: %w)", ErrNotHeld, lostErr, err)
 	}
 	return err
 }
 
+// release runs one release round for token (see Lease.Unlock for the
+// results).
+func (m *Mutex) release(ctx context.Context, token any) error {
+	c := m.client
+	var (
+		t   tally
+		buf tallyBuf
+	)
+	t.init(c, &releaseOp, m.name, &buf)
+	t.run(ctx, []any{m.nameArg, token, m.channelArg, c.idArg})
+	if t.yes > 0 {
+		// Wake this Client's next waiter at once; and if the release was
+		// announced to subscribers, give them the first go at the lock.
+		c.notifier.released(m.channel)
+		for i, v := range t.votes {
+			if n, _ := t.vals[i].(int64); v == voteYes && n > replyDone {
+				c.notifier.yield(m.channel)
+				break
+			}
+		}
+	}
+	switch {
+	case t.refused():
+		return fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError())
+	case t.yes+t.no >= t.q:
+		return nil // deleted or already gone on a quorum
+	}
+	return t.quorumError()
+}
+
+// extendOp: extend.lua answers 1 when it extended our key, 0 when the key is
+// missing, -1 when it holds another owner's token.
+var extendOp = op{name: "extend", script: extendScript, judge: judgeDone(errMissing, errOtherOwner)}
+
 // Extend resets the lock's TTL on every master that still holds this
 // lease's token and, when a quorum did so within the validity, moves Until
-// to the start of this round plus TTL minus drift.
+// to the start of this round plus TTL minus drift. Masters where the key was
+// missing get it again (only if absent).
 //
 // When a quorum answers that the key expired or holds another owner's token,
 // the lease is lost (Done closes) and Extend returns an error matching
-// ErrNotHeld. Other failures (timeouts, masters down) return a *QuorumError
-// and leave the lease as it was, valid until Until.
+// ErrNotHeld; so does Extend on a lease that already ended. A quorum reached
+// too late returns an error matching ErrNoValidity. Other failures
+// (timeouts, masters down) return a *QuorumError. In both of these cases the
+// lease stays as it was, valid until Until.
 func (l *Lease) Extend(ctx context.Context) error {
 	if l == nil {
 		return ErrNotHeld
 	}
-	l.mu.Lock()
-	ended := l.ended
-	l.mu.Unlock()
-	if ended {
-		return ErrNotHeld
+	if !l.held() {
+		return fmt.Errorf("%w: %q: the lease ended", ErrNotHeld, l.mutex.name)
 	}
-	until, notOurs, err := l.mutex.extend(ctx, l.token)
-	if err != nil {
-		if notOurs {
-			l.mutex.client.renewer.loseLease(l, err)
+	m := l.mutex
+	c := m.client
+	var (
+		t   tally
+		buf tallyBuf
+	)
+	t.init(c, &extendOp, m.name, &buf)
+	t0 := c.clock.Now()
+	t.run(ctx, []any{m.nameArg, l.token, m.ttlArg})
+	until := t0.Add(m.cfg.ttl - m.cfg.drift())
+	switch {
+	case t.won() && c.clock.Now().Before(until):
+		if !c.renewer.extended(l.w, until, missing(&t)) {
+			return fmt.Errorf("%w: %q: the lease ended during Extend", ErrNotHeld, m.name)
 		}
+		return nil
+	case t.won():
+		return fmt.Errorf("%w: extend %q: the round took %v", ErrNoValidity, m.name, c.clock.Since(t0))
+	case t.refused():
+		err := fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError())
+		c.renewer.lose(l.w, err)
 		return err
 	}
-	l.setUntil(until)
-	l.mutex.client.renewer.extended(l, until)
-	if l.Err() != nil || l.isReleased() {
-		return ErrNotHeld
+	return t.quorumError()
+}
+
+// missing returns the masters of an extend round that answered that the key
+// is missing, or nil.
+func missing(t *tally) []int {
+	var idx []int
+	for i, v := range t.votes {
+		if v == voteNo && errors.Is(t.errs[i], errMissing) {
+			idx = append(idx, i)
+		}
 	}
-	return nil
+	return idx
+}
+
+// run runs a round of o that acts for this lease and returns its tally: the
+// arguments are keys, then the lease's token, then argv (so every such
+// script finds the token in ARGV[1]). The typed layers reach the masters
+// through it and Mutex.run.
+func (l *Lease) run(ctx context.Context, o *op, keys []any, argv ...any) *tally {
+	args := make([]any, 0, len(keys)+1+len(argv))
+	args = append(append(append(args, keys...), l.token), argv...)
+	return l.mutex.run(ctx, o, args...)
 }

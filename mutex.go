@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // Mutex is a named lock over the Client's masters. It holds no state between
@@ -15,11 +17,10 @@ import (
 // holding the lease's token, so other Redlock clients that use the same key
 // (redsync, the Python DistLock) exclude this one and are excluded by it.
 type Mutex struct {
-	client   *Client
-	name     string
-	fenceKey string // the fencing counter beside the lock key
-	channel  string // where releases are announced
-	cfg      lockConfig
+	client  *Client
+	name    string
+	channel string // where releases are announced
+	cfg     lockConfig
 
 	// The script arguments that never change, boxed once: putting a string
 	// or an int64 in an interface allocates.
@@ -27,29 +28,124 @@ type Mutex struct {
 }
 
 // NewMutex returns the lock called name. It checks the name and the options
-// and returns an error naming the one that is invalid; it does not touch the
-// masters.
+// and returns an error naming the one that is invalid, or ErrClosed after
+// Close; it does not touch the masters. A name may be any string except one
+// that starts with "__distlock:" (reserved for the keys the library derives)
+// or that contains '}' without a Redis Cluster hash tag.
 func (c *Client) NewMutex(name string, opts ...Option) (*Mutex, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
 	cfg := defaultLockConfig()
 	for _, o := range opts {
 		o(&cfg)
 	}
-	if err := cfg.validate(name); err != nil {
+	if err := checkName(name); err != nil {
 		return nil, err
 	}
-	m := &Mutex{client: c, name: name, fenceKey: name + ":fence", channel: name + releaseSuffix, cfg: cfg}
-	m.nameArg, m.fenceArg, m.channelArg, m.ttlArg = m.name, m.fenceKey, m.channel, m.cfg.ttl.Milliseconds()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	m := &Mutex{client: c, name: name, channel: derivedKey(kindRelease, name), cfg: cfg}
+	m.nameArg, m.fenceArg, m.channelArg, m.ttlArg = m.name, derivedKey(kindFence, name), m.channel, m.cfg.ttl.Milliseconds()
 	return m, nil
 }
 
 // Name returns the lock's name, which is also its Redis key.
 func (m *Mutex) Name() string { return m.name }
 
+// Lock acquires the lock, retrying failed rounds until a round succeeds, ctx
+// ends, the retry policy (see WithRetry) returns backoff.Stop, or a failure
+// that retrying cannot fix leaves no quorum possible (ErrPermanent).
+//
+// While someone else holds the lock, Lock waits for its release to be
+// announced (the release script publishes on the lock's release channel;
+// the Client keeps one subscriber connection per master) and tries again at
+// once, with a short random spread; the policy's delay is only the fallback
+// for a holder that dies without releasing or a notice that is lost, and no
+// wait outlasts the holder's remaining TTL. Within one Client, waiters for
+// one name queue in FIFO order and only the head contends on the masters. A
+// Client that has just released a lock that others wait for lets them go
+// first for a moment.
+//
+// On failure it returns an error matching ErrNotAcquired and the last
+// round's reason (ErrLocked, a *QuorumError, ErrPermanent, ErrNoValidity,
+// ErrClosed); if ctx ended, it also matches ctx.Err(), so
+// errors.Is(err, context.DeadlineExceeded) tells a timeout from a lock that
+// stayed busy. No key of a failed round is left behind.
+func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
+	var b backoff.BackOff // made at the first failed round
+	clk := m.client.clock
+	n := m.client.notifier
+	var w *waiter // our place in the Client's queue for this name, once we wait
+	defer func() {
+		if w != nil {
+			n.leave(m.channel, w)
+		}
+	}()
+	if n.queued(m.channel) {
+		w = n.join(m.channel) // behind this Client's earlier waiters
+	}
+	var last error // the reason the last complete round failed
+	for {
+		if w != nil {
+			select {
+			case <-w.head:
+			case <-ctx.Done():
+				return nil, notAcquired(last, ctx.Err())
+			}
+		}
+		if w == nil {
+			// Just released here while others elsewhere were told: let them in.
+			if d := n.yieldFor(m.channel); d > 0 && !sleep(ctx, clk, d) {
+				return nil, notAcquired(last, ctx.Err())
+			}
+		}
+		lease, heldFor, err := m.acquire(ctx)
+		if err == nil {
+			return lease, nil
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			if errors.Is(err, ctxErr) && last != nil {
+				// ctx cut this round short: the previous round says why
+				// the lock was not acquired before it ended.
+				err = last
+			}
+			return nil, notAcquired(err, ctxErr)
+		}
+		if isFinal(err) {
+			return nil, notAcquired(err, nil)
+		}
+		last = err
+		if w == nil && errors.Is(err, ErrLocked) {
+			// From now on a release notice wakes us. Subscribing takes a
+			// moment: try once more at once, in case the release came first.
+			if w = n.join(m.channel); w != nil {
+				continue
+			}
+		}
+		if b == nil {
+			b = m.newBackOff()
+		}
+		d := b.NextBackOff()
+		if d == backoff.Stop {
+			return nil, notAcquired(err, nil)
+		}
+		if heldFor > 0 && heldFor < d {
+			d = heldFor
+		}
+		if !m.wait(ctx, w, d) {
+			return nil, notAcquired(err, ctx.Err())
+		}
+	}
+}
+
 // TryLock makes one acquire round on every master and returns the Lease if a
 // quorum accepted it within its validity. Otherwise it returns an error that
-// matches ErrNotAcquired and is a *QuorumError; it also matches ErrLocked when
-// another owner holds the lock, and ctx.Err() when ctx ended first. A failed
-// round leaves no key of its own behind.
+// matches ErrNotAcquired and the reason: ErrLocked when another owner holds
+// the lock on a master, a *QuorumError naming every master that did not
+// agree, ErrNoValidity when the quorum came too late, ctx.Err() when ctx
+// ended first. A failed round leaves no key of its own behind.
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) {
 	lease, _, err := m.acquire(ctx)
 	if err != nil {
@@ -58,6 +154,28 @@ func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) {
 	return lease, nil
 }
 
+// acquireOp: acquire.lua answers OK when it set the key, or the holder's
+// remaining PTTL when the key is taken.
+var acquireOp = op{name: "acquire", script: acquireScript, keep: true, judge: func(val any) (vote, error) {
+	switch v := val.(type) {
+	case string:
+		if v == "OK" {
+			return voteYes, nil
+		}
+	case int64:
+		return voteNo, ErrLocked
+	}
+	return voteFailed, unexpected(val)
+}}
+
+// cleanUpOp deletes the token of a failed acquire round without announcing
+// it: it frees no lock anyone was told about, and announcing it would wake
+// every waiter into the next split vote.
+var cleanUpOp = op{name: "release", script: releaseScript, all: true, resend: true, judge: judgeDone(errMissing, errOtherOwner)}
+
+// noAnnounce, as release.lua's channel, deletes without publishing.
+var noAnnounce any = ""
+
 // acquire runs one Redlock acquire round. On failure it also returns how long
 // to wait at most before the earliest holder's key expires (0 if unknown).
 func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
@@ -65,75 +183,44 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 		return nil, 0, err
 	}
 	c := m.client
-	n, q := len(c.masters), c.quorum
 	token := any(newToken()) // boxed once, for every round of this lease
-
-	t0 := c.clock.Now()
-	replies := c.fanout(acquireScript, []any{m.nameArg, m.fenceArg, token, m.ttlArg}, time.Time{})
 	var (
-		yes      int
-		failed   int
-		outcome  = make([]error, n, 8) // nil: yes or no answer yet
-		answered = make([]bool, n, 8)
-		heldFor  time.Duration // the soonest expiry of another owner's key
-		ctxErr   error
+		t   tally
+		buf tallyBuf
 	)
-	// Fast quorum: stop as soon as a quorum said yes, or as soon as so many
+	t.init(c, &acquireOp, m.name, &buf)
+	t0 := c.clock.Now()
+	// Fast quorum: the round ends as soon as a quorum said yes, or so many
 	// said no that a quorum is impossible. A slow master is not waited for.
-wait:
-	for yes < q && failed <= n-q {
-		select {
-		case r := <-replies:
-			answered[r.idx] = true
-			switch v := r.val.(type) {
-			case string: // the script's status reply OK
-				if r.err == nil && v == "OK" {
-					yes++
-					continue
-				}
-			case int64: // the holder's remaining PTTL
-				if r.err == nil {
-					outcome[r.idx] = ErrLocked
-					failed++
-					// PTTL 0 means less than a millisecond is left: still a
-					// known expiry, so wait 1ms rather than a full backoff.
-					// -1 (no expiry) tells nothing.
-					if d := max(time.Duration(v)*time.Millisecond, time.Millisecond); v >= 0 && (heldFor == 0 || d < heldFor) {
-						heldFor = d
-					}
-					continue
-				}
-			}
-			if r.err == nil {
-				r.err = fmt.Errorf("unexpected reply %T to acquire", r.val)
-			}
-			outcome[r.idx] = r.err
-			failed++
-		case <-ctx.Done():
-			ctxErr = ctx.Err()
-			break wait
-		}
-	}
+	t.run(ctx, []any{m.nameArg, m.fenceArg, token, m.ttlArg})
 	until := t0.Add(m.cfg.ttl - m.cfg.drift())
 	now := c.clock.Now()
-	if ctxErr == nil && yes >= q && now.Before(until) {
+	if t.stopped == nil && t.won() && now.Before(until) {
 		return newLease(m, token, until), 0, nil
 	}
-
-	m.cleanUp(token, outcome, answered)
-	for i := range outcome {
-		if !answered[i] {
-			outcome[i] = errNoAnswer
+	m.cleanUp(token, &t)
+	var heldFor time.Duration // the soonest expiry of another owner's key
+	for i, v := range t.votes {
+		if v != voteNo || t.vals == nil {
+			continue
+		}
+		pttl, ok := t.vals[i].(int64)
+		if !ok || pttl < 0 {
+			continue // -1: a key without expiry tells nothing
+		}
+		// PTTL 0 means less than a millisecond is left: still a known
+		// expiry, so wait 1ms rather than a full backoff.
+		if d := max(time.Duration(pttl)*time.Millisecond, time.Millisecond); heldFor == 0 || d < heldFor {
+			heldFor = d
 		}
 	}
-	if ctxErr != nil {
-		return nil, heldFor, ctxErr
+	switch {
+	case t.stopped != nil:
+		return nil, heldFor, t.stopped
+	case t.won():
+		return nil, heldFor, fmt.Errorf("%w: acquire %q: the round took %v (ttl %v, drift %v)", ErrNoValidity, m.name, now.Sub(t0), m.cfg.ttl, m.cfg.drift())
 	}
-	if yes >= q {
-		return nil, heldFor, fmt.Errorf("distlock: acquire %q: a quorum agreed but the round took %v, leaving no validity (ttl %v, drift %v)",
-			m.name, now.Sub(t0), m.cfg.ttl, m.cfg.drift())
-	}
-	return nil, heldFor, m.quorumError("acquire", yes, outcome)
+	return nil, heldFor, t.quorumError()
 }
 
 // cleanUp releases token after a failed round on every master that may hold
@@ -146,86 +233,33 @@ wait:
 // waits for the masters that answered the acquire; a master whose acquire is
 // still outstanding gets its release queued behind that acquire on the same
 // connection, so the release takes effect after it, and is not waited for.
-func (m *Mutex) cleanUp(token any, outcome []error, answered []bool) {
+// A master that is down gets it when it answers again.
+func (m *Mutex) cleanUp(token any, acq *tally) {
 	c := m.client
-	replies := make(replyChan, len(c.masters))
-	// Not announced (empty channel): deleting our own keys of a round that
-	// failed frees no lock anyone was told about, and announcing it would
-	// wake every waiter into the next split vote.
-	cmds, args := c.newRound(releaseScript, []any{m.nameArg, token, noAnnounce, c.idArg})
-	resendUntil := time.Now().Add(m.cfg.ttl)
-	waitFor := 0
-	for i, ms := range c.masters {
-		if answered[i] && errors.Is(outcome[i], ErrLocked) {
-			continue
-		}
-		if answered[i] {
-			waitFor++
-		}
-		cmds[i] = command{script: releaseScript, args: args, idx: i, reply: replies, resendUntil: resendUntil}
-		ms.submit(&cmds[i])
-	}
-	if waitFor == 0 {
-		return
-	}
-	timeout := time.NewTimer(c.masters[0].timeout)
-	defer timeout.Stop()
-	for waitFor > 0 {
-		select {
-		case r := <-replies:
-			if answered[r.idx] {
-				waitFor--
-			}
-		case <-timeout.C:
-			return
+	var (
+		t   tally
+		buf tallyBuf
+	)
+	t.init(c, &cleanUpOp, m.name, &buf)
+	for i, v := range acq.votes {
+		switch v {
+		case voteNo:
+			t.votes[i] = notSent
+		case pending:
+			t.votes[i] = notAwaited
 		}
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	t.run(ctx, []any{m.nameArg, token, noAnnounce, c.idArg})
 }
 
-// fanout sends one script call to every master and returns the channel on
-// which their replies arrive, each tagged with the master's index.
-func (c *Client) fanout(script *lua, args []any, resendUntil time.Time) replyChan {
-	replies := make(replyChan, len(c.masters))
-	cmds, full := c.newRound(script, args)
-	for i, ms := range c.masters {
-		cmds[i] = command{script: script, args: full, idx: i, reply: replies, resendUntil: resendUntil}
-		ms.submit(&cmds[i])
-	}
-	return replies
-}
-
-// noAnnounce, as release.lua's channel, deletes without publishing.
-var noAnnounce any = ""
-
-// roundBuf holds a round's commands and their shared EVALSHA arguments in
-// one allocation, for up to 5 masters and 8 arguments.
-type roundBuf struct {
-	cmds [5]command
-	args [8]any
-}
-
-// newRound returns the commands of one round (one per master, to fill in)
-// and script's EVALSHA arguments for args.
-func (c *Client) newRound(script *lua, args []any) ([]command, []any) {
-	n := len(c.masters)
-	if n <= len(roundBuf{}.cmds) && 2+len(args) <= len(roundBuf{}.args) {
-		buf := new(roundBuf)
-		return buf.cmds[:n], script.appendEvalsha(buf.args[:0], args...)
-	}
-	return make([]command, n), script.evalsha(args...)
-}
-
-// quorumError builds the error of a round that got agreed of the masters;
-// errs[i] is master i's failure or nil.
-func (m *Mutex) quorumError(op string, agreed int, errs []error) *QuorumError {
-	c := m.client
-	qe := &QuorumError{Op: op, Name: m.name, Agreed: agreed, Needed: c.quorum, Masters: len(c.masters)}
-	for i, err := range errs {
-		if err != nil {
-			qe.Errors = append(qe.Errors, &MasterError{Addr: c.masters[i].addr, Err: err})
-		}
-	}
-	return qe
+// run runs a round of o on the lock's masters with args and returns its
+// tally. The typed layers reach the masters through it and Lease.run.
+func (m *Mutex) run(ctx context.Context, o *op, args ...any) *tally {
+	t := newTally(m.client, o, m.name)
+	t.run(ctx, args)
+	return t
 }
 
 // newToken returns 128 random bits, unique per acquisition.
@@ -233,38 +267,4 @@ func newToken() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // never fails: crypto/rand panics rather than return short
 	return base64.RawURLEncoding.EncodeToString(b[:])
-}
-
-// Do locks name (waiting as Lock does), runs fn, and unlocks. fn's context
-// is cancelled when ctx ends or when the lease is lost; Do then returns fn's
-// error joined with the lease's error (matching ErrLeaseLost). If the lock is
-// not acquired, fn does not run and Do returns Lock's error. The unlock runs
-// even if ctx has ended; its error, if any, is joined to fn's.
-func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...Option) error {
-	m, err := c.NewMutex(name, opts...)
-	if err != nil {
-		return err
-	}
-	fnErr, endErr := c.withLease(ctx, m, func(ctx context.Context, _ *Lease) error { return fn(ctx) })
-	return errors.Join(fnErr, endErr)
-}
-
-// withLease locks m, runs fn under the lease, and unlocks (see Do). It
-// returns Lock's or fn's error, and apart from it how the lease ended: its
-// loss, or else Unlock's error.
-func (c *Client) withLease(ctx context.Context, m *Mutex, fn func(ctx context.Context, lease *Lease) error) (fnErr, endErr error) {
-	lease, err := m.Lock(ctx)
-	if err != nil {
-		return err, nil
-	}
-	fnCtx, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
-	fnErr = fn(fnCtx, lease)
-	stop()
-	cancel(nil)
-	if lost := lease.Err(); lost != nil {
-		_ = lease.Unlock(context.WithoutCancel(ctx)) // clean what is left; the loss is the news
-		return fnErr, lost
-	}
-	return fnErr, lease.Unlock(context.WithoutCancel(ctx))
 }

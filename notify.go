@@ -7,9 +7,6 @@ import (
 	"time"
 )
 
-// releaseSuffix names a lock's release channel: "<name>:release".
-const releaseSuffix = ":release"
-
 // handoffYield is how long a Client that just released a lock that others
 // were announced to waits before it tries to take the same lock again: long
 // enough for a notified waiter elsewhere to win it, short enough not to
@@ -19,22 +16,25 @@ const handoffYield = 2 * time.Millisecond
 
 // notifier turns release announcements into wake-ups for the Client's Lock
 // calls that wait. It keeps one subscriber connection per master (started
-// when the first Lock has to wait) and, per lock name, a FIFO of the
-// Client's waiters: only the head of the queue contends on the masters; the
-// others wait their turn, so a release does not send them all at once.
+// when the first Lock has to wait) and, per lock (by its release channel), a
+// FIFO of the Client's waiters: only the head of the queue contends on the
+// masters; the others wait their turn, so a release does not send them all
+// at once. It keeps nothing for a lock nobody waits on: a queue goes when
+// its last waiter leaves, and a yield when it expires.
 type notifier struct {
 	c  *Client
 	id string // the Client's id: announcements of its own releases are skipped
 
-	mu     sync.Mutex
-	subs   []*pubsub // one per master; nil until needed
-	names  map[string]*waitQueue
-	closed bool
+	mu       sync.Mutex
+	subs     []*pubsub // one per master; nil until needed
+	queues   map[string]*waitQueue
+	yields   map[string]time.Time // set by an Unlock that was announced to others
+	maxYield int                  // len(yields) at which expired yields are swept
+	closed   bool
 }
 
 type waitQueue struct {
 	waiters    []*waiter // FIFO; waiters[0] is the head
-	yieldUntil time.Time // set by an Unlock that was announced to others
 	lastNotice string    // the last release announced ("<client id>:<token>")
 }
 
@@ -45,21 +45,12 @@ type waiter struct {
 }
 
 func newNotifier(c *Client) *notifier {
-	return &notifier{c: c, id: c.idArg.(string), names: make(map[string]*waitQueue)}
+	return &notifier{c: c, id: c.idArg.(string), queues: make(map[string]*waitQueue), yields: make(map[string]time.Time), maxYield: 64}
 }
 
-func (n *notifier) queue(name string) *waitQueue {
-	q := n.names[name]
-	if q == nil {
-		q = &waitQueue{}
-		n.names[name] = q
-	}
-	return q
-}
-
-// join queues a waiter for name and subscribes to its release channel. It
-// returns nil when the Client is closed.
-func (n *notifier) join(name string) *waiter {
+// join queues a waiter for the lock whose release channel is ch, and
+// subscribes to ch. It returns nil when the Client is closed.
+func (n *notifier) join(ch string) *waiter {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
@@ -71,23 +62,27 @@ func (n *notifier) join(name string) *waiter {
 			n.subs[i] = startPubSub(ms, n.onMessage)
 		}
 	}
-	q := n.queue(name)
+	q := n.queues[ch]
+	if q == nil {
+		q = &waitQueue{}
+		n.queues[ch] = q
+	}
 	w := &waiter{head: make(chan struct{}), wake: make(chan bool, 1), since: n.c.clock.Now()}
 	q.waiters = append(q.waiters, w)
 	if len(q.waiters) == 1 {
 		close(w.head)
 		for _, p := range n.subs {
-			p.add(name + releaseSuffix)
+			p.add(ch)
 		}
 	}
 	return w
 }
 
-// leave takes w out of name's queue; the next waiter becomes the head.
-func (n *notifier) leave(name string, w *waiter) {
+// leave takes w out of ch's queue; the next waiter becomes the head.
+func (n *notifier) leave(ch string, w *waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	q := n.names[name]
+	q := n.queues[ch]
 	if q == nil {
 		return
 	}
@@ -104,22 +99,19 @@ func (n *notifier) leave(name string, w *waiter) {
 	if len(q.waiters) == 0 {
 		if !n.closed {
 			for _, p := range n.subs {
-				p.remove(name + releaseSuffix)
+				p.remove(ch)
 			}
 		}
-		if !n.c.clock.Now().Before(q.yieldUntil) {
-			delete(n.names, name)
-		}
+		delete(n.queues, ch)
 	}
 }
 
-// queued reports whether some of the Client's Lock calls wait for name: a
-// new Lock call then queues behind them instead of barging in.
-func (n *notifier) queued(name string) bool {
+// queued reports whether some of the Client's Lock calls wait on ch: a new
+// Lock call then queues behind them instead of barging in.
+func (n *notifier) queued(ch string) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	q := n.names[name]
-	return q != nil && len(q.waiters) > 0
+	return n.queues[ch] != nil
 }
 
 // onMessage is a release announcement from one master: "<client id>:<token>".
@@ -127,18 +119,14 @@ func (n *notifier) queued(name string) bool {
 // through Redis. Every master announces the same release; only the first
 // copy wakes the waiter, the others would only send it after a lock that
 // is already taken again.
-func (n *notifier) onMessage(channel string, notice []byte) {
-	name, ok := strings.CutSuffix(channel, releaseSuffix)
-	if !ok {
-		return
-	}
+func (n *notifier) onMessage(ch string, notice []byte) {
 	from, _, _ := strings.Cut(string(notice), ":")
 	if from == n.id {
 		return
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	q := n.names[name]
+	q := n.queues[ch]
 	if q == nil || len(q.waiters) == 0 || len(notice) > 0 && q.lastNotice == string(notice) {
 		return
 	}
@@ -149,12 +137,12 @@ func (n *notifier) onMessage(channel string, notice []byte) {
 	}
 }
 
-// released wakes the head waiter of name, if any, after a release by this
+// released wakes the head waiter on ch, if any, after a release by this
 // Client.
-func (n *notifier) released(name string) {
+func (n *notifier) released(ch string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if q := n.names[name]; q != nil && len(q.waiters) > 0 {
+	if q := n.queues[ch]; q != nil && len(q.waiters) > 0 {
 		select {
 		case q.waiters[0].wake <- false:
 		default:
@@ -162,30 +150,49 @@ func (n *notifier) released(name string) {
 	}
 }
 
-// yield records that this Client released name while others were announced
-// to: its own next attempt on name waits a moment, to let one of them in.
-func (n *notifier) yield(name string) {
+// yield records that this Client released the lock of ch while others were
+// announced to: its own next attempt on it waits a moment, to let one of
+// them in. Expired yields are swept whenever the map doubles, so it holds
+// about as many entries as there are yields alive.
+func (n *notifier) yield(ch string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.closed {
-		n.queue(name).yieldUntil = n.c.clock.Now().Add(handoffYield)
+	if n.closed {
+		return
+	}
+	now := n.c.clock.Now()
+	n.yields[ch] = now.Add(handoffYield)
+	if len(n.yields) >= n.maxYield {
+		for k, until := range n.yields {
+			if !now.Before(until) {
+				delete(n.yields, k)
+			}
+		}
+		n.maxYield = max(64, 2*len(n.yields))
 	}
 }
 
-// yieldFor returns how long a new Lock call on name, not queued behind
-// others of this Client, should wait before its first attempt (0: none).
-func (n *notifier) yieldFor(name string) time.Duration {
+// yieldFor returns how long a new Lock call on ch, not queued behind others
+// of this Client, should wait before its first attempt (0: none).
+func (n *notifier) yieldFor(ch string) time.Duration {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	q := n.names[name]
-	if q == nil {
+	until, ok := n.yields[ch]
+	if !ok {
 		return 0
 	}
-	d := q.yieldUntil.Sub(n.c.clock.Now())
-	if d <= 0 && len(q.waiters) == 0 {
-		delete(n.names, name)
+	d := until.Sub(n.c.clock.Now())
+	if d <= 0 {
+		delete(n.yields, ch)
 	}
 	return max(d, 0)
+}
+
+// size returns how many locks the notifier keeps state for (tests).
+func (n *notifier) size() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.queues) + len(n.yields)
 }
 
 // spread is the pause a woken waiter takes before it retries: random, and
@@ -209,5 +216,22 @@ func (n *notifier) close() {
 	n.mu.Unlock()
 	for _, p := range subs {
 		p.close()
+	}
+}
+
+// subscribe calls onMsg with every message published on ch on any master,
+// until stop is called; stop waits for the subscriptions to end. It is how
+// the typed layers listen (Election.Observe).
+func (m *Mutex) subscribe(ch string, onMsg func(data []byte)) (stop func()) {
+	c := m.client
+	subs := make([]*pubsub, len(c.masters))
+	for i, ms := range c.masters {
+		subs[i] = startPubSub(ms, func(_ string, data []byte) { onMsg(data) })
+		subs[i].add(ch)
+	}
+	return func() {
+		for _, p := range subs {
+			p.close()
+		}
 	}
 }

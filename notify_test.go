@@ -62,7 +62,7 @@ func waitSubscribed(t *testing.T, servers []*distlocktest.Server, name string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
 		for _, s := range servers {
-			if numsub(t, s, name+":release") == 0 {
+			if numsub(t, s, distlock.KeyOf("release", name)) == 0 {
 				return false
 			}
 		}
@@ -132,7 +132,7 @@ func TestMasterRestartMidWait(t *testing.T) {
 	require.NoError(t, servers[0].Restart())
 	_, err := servers[0].Do("SET", name, "someone-else", "PX", 60000)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return numsub(t, servers[0], name+":release") == 1 },
+	require.Eventually(t, func() bool { return numsub(t, servers[0], distlock.KeyOf("release", name)) == 1 },
 		5*time.Second, time.Millisecond, "the subscriber reconnects to the restarted master")
 
 	// The other holder releases; only the restarted master announces it.
@@ -141,7 +141,7 @@ func TestMasterRestartMidWait(t *testing.T) {
 		require.NoError(t, err)
 	}
 	released := time.Now()
-	_, err = servers[0].Do("PUBLISH", name+":release", "")
+	_, err = servers[0].Do("PUBLISH", distlock.KeyOf("release", name), "")
 	require.NoError(t, err)
 	select {
 	case err := <-got:
@@ -174,7 +174,7 @@ func TestNoSubscriptionOutlivesClose(t *testing.T) {
 	assert.ErrorIs(t, <-done, distlock.ErrClosed, "a waiting Lock ends with ErrClosed")
 	cancel()
 	for _, s := range servers {
-		assert.Zero(t, numsub(t, s, name+":release"), "no subscription left on %s", s.Addr())
+		assert.Zero(t, numsub(t, s, distlock.KeyOf("release", name)), "no subscription left on %s", s.Addr())
 	}
 }
 

@@ -25,8 +25,6 @@ const (
 	DefaultMasterTimeout = 500 * time.Millisecond
 	// DefaultDialTimeout bounds connecting to a master.
 	DefaultDialTimeout = 2 * time.Second
-	// DefaultPoolSize is the number of connections each master's pool may open.
-	DefaultPoolSize = 4
 	// DefaultRetryInitial and DefaultRetryMax shape Lock's default retry
 	// policy: exponential backoff with ±50% jitter, doubling from
 	// DefaultRetryInitial up to DefaultRetryMax, until the context ends.
@@ -44,31 +42,28 @@ type clientConfig struct {
 	tls           *tls.Config
 	dialTimeout   time.Duration
 	masterTimeout time.Duration
-	poolSize      int
 	clock         clock.Clock
 }
 
-func defaultClientConfig() clientConfig {
-	return clientConfig{
+// newClientConfig applies opts to the defaults and validates the result.
+func newClientConfig(opts []ClientOption) (*clientConfig, error) {
+	c := &clientConfig{
 		dialTimeout:   DefaultDialTimeout,
 		masterTimeout: DefaultMasterTimeout,
-		poolSize:      DefaultPoolSize,
 		clock:         clock.New(),
 	}
-}
-
-func (c *clientConfig) validate() error {
+	for _, o := range opts {
+		o(c)
+	}
 	switch {
 	case c.dialTimeout <= 0:
-		return fmt.Errorf("distlock: WithDialTimeout: must be positive, got %v", c.dialTimeout)
+		return nil, fmt.Errorf("distlock: WithDialTimeout: must be positive, got %v", c.dialTimeout)
 	case c.masterTimeout <= 0:
-		return fmt.Errorf("distlock: WithMasterTimeout: must be positive, got %v", c.masterTimeout)
-	case c.poolSize <= 0:
-		return fmt.Errorf("distlock: WithPoolSize: must be positive, got %d", c.poolSize)
+		return nil, fmt.Errorf("distlock: WithMasterTimeout: must be positive, got %v", c.masterTimeout)
 	case c.clock == nil:
-		return fmt.Errorf("distlock: WithClock: clock is nil")
+		return nil, fmt.Errorf("distlock: WithClock: clock is nil")
 	}
-	return nil
+	return c, nil
 }
 
 // WithPassword sets the password (Redis AUTH) for every master whose address
@@ -103,14 +98,6 @@ func WithMasterTimeout(d time.Duration) ClientOption {
 	return func(c *clientConfig) { c.masterTimeout = d }
 }
 
-// WithPoolSize sets how many connections NewClient's pool for each master
-// may open. Lock traffic to a master is pipelined on one long-lived
-// connection; the others serve health probes. Default: DefaultPoolSize.
-// Zero or negative is an error. It has no effect on NewClientFromPools.
-func WithPoolSize(n int) ClientOption {
-	return func(c *clientConfig) { c.poolSize = n }
-}
-
 // WithClock sets the clock that measures validity and drives every lock timer
 // (retry waits, renewals). Tests pass clock.NewMock(). Socket deadlines and
 // health probes stay on real time, because the network runs on real time.
@@ -131,7 +118,9 @@ type lockConfig struct {
 
 	noRenewal     bool
 	renewInterval time.Duration // 0: ttl / 3
-	margin        time.Duration // < 0: the drift
+	margin        time.Duration // used when marginSet; otherwise the drift
+	marginSet     bool
+	driftSet      bool
 	maxHold       time.Duration // 0: no limit
 	onLost        func(error)
 }
@@ -141,7 +130,6 @@ func defaultLockConfig() lockConfig {
 		ttl:           DefaultTTL,
 		driftFactor:   DefaultDriftFactor,
 		driftConstant: DefaultDriftConstant,
-		margin:        -1,
 	}
 }
 
@@ -156,7 +144,7 @@ func (c *lockConfig) interval() time.Duration {
 // safetyMargin is how long before Until a lease that could not be extended
 // is declared lost.
 func (c *lockConfig) safetyMargin() time.Duration {
-	if c.margin >= 0 {
+	if c.marginSet {
 		return c.margin
 	}
 	return c.drift()
@@ -167,25 +155,35 @@ func (c *lockConfig) drift() time.Duration {
 	return time.Duration(float64(c.ttl)*c.driftFactor) + c.driftConstant
 }
 
-func (c *lockConfig) validate(name string) error {
+// validate reports the first invalid option, naming the option the user
+// gave (a limit that only the defaults break is reported on WithTTL).
+func (c *lockConfig) validate() error {
+	validity := c.ttl - c.drift()
 	switch {
-	case name == "":
-		return fmt.Errorf("distlock: lock name: must not be empty")
 	case c.ttl < time.Millisecond:
 		return fmt.Errorf("distlock: WithTTL: must be at least 1ms, got %v", c.ttl)
-	case c.driftFactor < 0 || c.driftFactor >= 1:
-		return fmt.Errorf("distlock: WithDrift: factor must be in [0, 1), got %v", c.driftFactor)
+	case !(c.driftFactor >= 0 && c.driftFactor < 1): // NaN fails both
+		return fmt.Errorf("distlock: WithDrift: factor must be a number in [0, 1), got %v", c.driftFactor)
 	case c.driftConstant < 0:
 		return fmt.Errorf("distlock: WithDrift: constant must not be negative, got %v", c.driftConstant)
-	case c.ttl <= c.drift():
-		return fmt.Errorf("distlock: WithTTL: TTL %v must be larger than the drift %v (ttl*factor + constant)", c.ttl, c.drift())
-	case c.safetyMargin() >= c.ttl-c.drift():
-		return fmt.Errorf("distlock: WithRenewalMargin: margin %v leaves no validity (ttl %v - drift %v)", c.safetyMargin(), c.ttl, c.drift())
+	case validity <= 0 && c.driftSet:
+		return fmt.Errorf("distlock: WithDrift: the drift %v (ttl*factor + constant) must be smaller than the TTL %v", c.drift(), c.ttl)
+	case validity <= 0:
+		return fmt.Errorf("distlock: WithTTL: TTL %v must be larger than the drift %v (ttl*%v + %v, see WithDrift)", c.ttl, c.drift(), c.driftFactor, c.driftConstant)
+	case c.marginSet && c.margin < 0:
+		return fmt.Errorf("distlock: WithRenewalMargin: must not be negative, got %v", c.margin)
+	case c.marginSet && c.margin >= validity:
+		return fmt.Errorf("distlock: WithRenewalMargin: margin %v leaves no validity (ttl %v - drift %v)", c.margin, c.ttl, c.drift())
+	case c.safetyMargin() >= validity:
+		return fmt.Errorf("distlock: WithTTL: TTL %v leaves %v of validity after the drift, not more than the renewal margin %v (the drift, see WithRenewalMargin)", c.ttl, validity, c.safetyMargin())
 	case c.renewInterval < 0:
 		return fmt.Errorf("distlock: WithRenewalInterval: must be positive, got %v", c.renewInterval)
-	case !c.noRenewal && c.interval() >= c.ttl-c.drift()-c.safetyMargin():
+	case !c.noRenewal && c.interval() >= validity-c.safetyMargin() && c.renewInterval > 0:
 		return fmt.Errorf("distlock: WithRenewalInterval: %v must be shorter than the validity left for renewing (ttl %v - drift %v - margin %v)",
 			c.interval(), c.ttl, c.drift(), c.safetyMargin())
+	case !c.noRenewal && c.interval() >= validity-c.safetyMargin():
+		return fmt.Errorf("distlock: WithTTL: TTL %v is too short to renew every ttl/3 within ttl - drift %v - margin %v; use a longer TTL, WithRenewalInterval or WithoutRenewal",
+			c.ttl, c.drift(), c.safetyMargin())
 	case c.maxHold < 0:
 		return fmt.Errorf("distlock: WithMaxHold: must not be negative, got %v", c.maxHold)
 	}
@@ -201,10 +199,11 @@ func WithTTL(ttl time.Duration) Option {
 
 // WithDrift sets the clock drift allowance subtracted from every validity:
 // drift = ttl*factor + constant. Default: DefaultDriftFactor and
-// DefaultDriftConstant (1% + 2ms). factor must be in [0, 1) and constant
-// must not be negative.
+// DefaultDriftConstant (1% + 2ms). factor must be a number in [0, 1) (not
+// NaN), constant must not be negative, and the drift must be smaller than
+// the TTL.
 func WithDrift(factor float64, constant time.Duration) Option {
-	return func(c *lockConfig) { c.driftFactor, c.driftConstant = factor, constant }
+	return func(c *lockConfig) { c.driftFactor, c.driftConstant, c.driftSet = factor, constant, true }
 }
 
 // WithRetry sets the retry policy of Lock. newBackOff is called once per Lock
@@ -235,9 +234,10 @@ func WithRenewalInterval(d time.Duration) Option {
 // WithRenewalMargin sets the safety margin: a lease that could not be
 // extended on a quorum is declared lost at Until minus this margin, before
 // any other client could acquire the lock. Default: the drift (see
-// WithDrift). Zero is allowed; negative restores the default.
+// WithDrift). Zero is allowed; negative is an error, and so is a margin
+// that leaves no validity (ttl - drift).
 func WithRenewalMargin(d time.Duration) Option {
-	return func(c *lockConfig) { c.margin = d }
+	return func(c *lockConfig) { c.margin, c.marginSet = d, true }
 }
 
 // WithMaxHold bounds how long a lease may be kept alive from its

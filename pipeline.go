@@ -39,11 +39,13 @@ type command struct {
 	tag    any       // the caller's, echoed in the reply
 	reply  replySink // where the reply goes; nil: nobody waits
 
-	// resendUntil, when not zero, marks a command that may run twice
-	// (a release). If its outcome is unknown because the master failed, it is
-	// sent again once the master answers probes, until this real time (after
-	// which the key it targets has expired anyway).
-	resendUntil time.Time
+	// resend marks a command that may run late or twice (a release). If its
+	// outcome is unknown because the master failed, it is kept and sent
+	// again once the master answers probes. It is kept however long the
+	// master stays down: a master that stalled (SIGSTOP, a stuck VM) runs the
+	// commands in its buffers when it resumes, an acquire among them, and
+	// only the release sent after it deletes the key that acquire sets.
+	resend bool
 }
 
 type reply struct {
@@ -133,10 +135,10 @@ func (m *master) submit(c *command) {
 	}
 }
 
-// fail answers c with err and, if c may be re-sent and is still useful,
-// keeps a copy to send when the master is back.
+// fail answers c with err and, if c may be re-sent, keeps a copy to send
+// when the master is back.
 func (m *master) fail(c *command, err error) {
-	if !c.resendUntil.IsZero() && time.Now().Before(c.resendUntil) {
+	if c.resend {
 		m.mu.Lock()
 		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
 			cp := *c
@@ -157,7 +159,7 @@ func (m *master) markDown(err error) {
 		return
 	}
 	wasUp := m.down == nil
-	m.down = fmt.Errorf("%w: %w", ErrMasterDown, err)
+	m.down = fmt.Errorf("%w: %w", ErrMasterDown, classifyErr(err))
 	if wasUp {
 		m.wg.Add(1)
 		go m.probeLoop()
@@ -185,21 +187,24 @@ func (m *master) probeLoop() {
 		case <-t.C:
 		}
 		if m.ping() == nil {
-			m.mu.Lock()
-			m.down = nil
-			deferred := m.deferred
-			m.deferred = nil
-			m.mu.Unlock()
-			now := time.Now()
-			for _, c := range deferred {
-				if now.Before(c.resendUntil) {
-					m.submit(c)
-				}
-			}
+			m.readmit()
 			return
 		}
 		delay = min(2*delay, probeMax)
 		t.Reset(delay)
+	}
+}
+
+// readmit ends the master's suspicion and re-sends the releases kept while
+// it was down.
+func (m *master) readmit() {
+	m.mu.Lock()
+	m.down = nil
+	deferred := m.deferred
+	m.deferred = nil
+	m.mu.Unlock()
+	for _, c := range deferred {
+		m.submit(c)
 	}
 }
 
@@ -216,8 +221,16 @@ func (m *master) ping() error {
 }
 
 // close stops the writer, its connection and the probe, waits for them, and
-// fails whatever was still queued.
+// fails whatever was still queued. A master suspected down that holds
+// releases for re-sending gets one more chance first: if it answers a ping
+// now, they are sent before the writer stops.
 func (m *master) close() {
+	m.mu.RLock()
+	retry := m.down != nil && len(m.deferred) > 0 && !m.closed
+	m.mu.RUnlock()
+	if retry && m.ping() == nil {
+		m.readmit()
+	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -429,7 +442,7 @@ func (p *pipe) readLoop(m *master) {
 				// the others fail, and their round's retry takes over: an
 				// acquire sent again here could land after its own release.
 				p.needLoad.Store(true)
-				if !c.resendUntil.IsZero() {
+				if c.resend {
 					m.submit(c)
 					continue
 				}

@@ -12,10 +12,6 @@ import (
 // twice as long is taken as dead and re-established.
 const pubsubPing = time.Second
 
-// idleChannel is subscribed by every subscriber connection; nothing is
-// published on it.
-const idleChannel = "distlock:idle"
-
 // pubsub keeps one subscriber connection to a master, re-established after
 // failures (a master restart), subscribed to a changing set of channels.
 // Messages go to onMsg, on pubsub's own goroutine. close stops it and waits.

@@ -45,9 +45,14 @@ type renewer struct {
 	wg      sync.WaitGroup // the loop and OnLost callbacks
 }
 
-// watch is the renewer's state for one lease.
+// watch is the renewer's record of one lease. The renewer reads only its
+// own records (the lease's mutex and token never change), and ends a lease
+// through one call, Lease.lost; renewals move it forward with
+// Lease.renewed.
 type watch struct {
 	lease    *Lease
+	m        *Mutex
+	token    any
 	index    int       // position in the heap; -1 when out of it
 	renewAt  time.Time // next extension; zero with WithoutRenewal
 	deadline time.Time // Until - margin: lost if not extended by then
@@ -82,7 +87,7 @@ func (w *watch) due(now time.Time) bool {
 	if w.round != nil || !at.Equal(w.renewAt) {
 		return false
 	}
-	slack := min(w.lease.mutex.cfg.interval()/10, maxRenewSlack)
+	slack := min(w.m.cfg.interval()/10, maxRenewSlack)
 	return !at.After(now.Add(slack))
 }
 
@@ -100,11 +105,11 @@ type renewChunk struct {
 
 // renewRound is one extension round in flight.
 type renewRound struct {
-	w                 *watch
-	t0                time.Time
-	yes, lost, failed int
-	errs              []error // per master, made on the first failure
-	done              bool    // decided, or abandoned by Unlock
+	w     *watch
+	t0    time.Time
+	t     tally
+	votes [8]vote // t's votes for up to 8 masters
+	done  bool    // decided, or abandoned by Unlock
 }
 
 func newRenewer(c *Client) *renewer {
@@ -126,12 +131,13 @@ func (r *renewer) put(rep reply) {
 	r.poke()
 }
 
-// add starts watching a lease that was just acquired.
+// add starts watching a lease that was just acquired, before it is handed
+// to its caller.
 func (r *renewer) add(l *Lease) {
 	cfg := &l.mutex.cfg
 	acquired := l.until.Add(cfg.drift() - cfg.ttl) // the start of the acquire round
-	l.wd = watch{lease: l, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
-	w := &l.wd // part of the Lease: one allocation less per lock
+	w := &watch{lease: l, m: l.mutex, token: l.token, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
+	l.w = w
 	if !cfg.noRenewal {
 		w.renewAt = acquired.Add(cfg.interval())
 	}
@@ -140,9 +146,8 @@ func (r *renewer) add(l *Lease) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	l.watch = w
 	if r.closed {
-		r.lose(w, ErrClosed)
+		r.loseLocked(w, ErrClosed)
 		return
 	}
 	heap.Push(&r.heap, w)
@@ -156,25 +161,25 @@ func (r *renewer) add(l *Lease) {
 	}
 }
 
-// remove stops watching l (Unlock). After it returns no extension of l is
-// submitted.
-func (r *renewer) remove(l *Lease) {
+// remove stops watching w's lease (Unlock). After it returns no extension
+// of the lease is submitted.
+func (r *renewer) remove(w *watch) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if w := l.watch; w != nil {
-		r.drop(w)
-	}
+	r.drop(w)
 }
 
-// extended moves l's schedule after a successful Lease.Extend.
-func (r *renewer) extended(l *Lease, until time.Time) {
+// extended moves w's schedule after a successful Lease.Extend that left
+// until as the end of validity, and sets the key again on the masters where
+// it was missing. It reports false if the lease ended meanwhile.
+func (r *renewer) extended(w *watch, until time.Time, missing []int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	w := l.watch
-	if w == nil || w.index < 0 {
-		return
+	if w.index < 0 {
+		return false
 	}
-	cfg := &l.mutex.cfg
+	w.lease.renewed(until)
+	cfg := &w.m.cfg
 	if d := until.Add(-cfg.safetyMargin()); d.After(w.deadline) {
 		w.deadline = d
 	}
@@ -182,31 +187,50 @@ func (r *renewer) extended(l *Lease, until time.Time) {
 		w.renewAt = until.Add(cfg.drift() - cfg.ttl + cfg.interval())
 	}
 	heap.Fix(&r.heap, w.index)
+	r.heal(w, missing)
 	r.poke() // re-arm for the new schedule
+	return true
 }
 
-// loseLease declares l lost for reason (an Extend that found the key gone).
-func (r *renewer) loseLease(l *Lease, reason error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if w := l.watch; w != nil {
-		r.lose(w, reason)
-	} else {
-		l.endLost(reason)
+// heal sets w's key again, only if absent, on the masters where an extension
+// that reached a quorum found it missing (a master that restarted, or that
+// never got the acquire): the lease regains its full fault tolerance. It
+// cannot take a key from anyone: SET NX fails where another owner holds it.
+// mu is held, so a heal is never sent after Unlock's release.
+func (r *renewer) heal(w *watch, masters []int) {
+	if len(masters) == 0 {
+		return
+	}
+	args := []any{w.m.nameArg, w.token, "NX", "PX", w.m.ttlArg}
+	for _, i := range masters {
+		r.c.masters[i].submit(&command{name: "SET", args: args, idx: i})
 	}
 }
 
+// lose declares w's lease lost for reason (an Extend that found the key
+// gone).
+func (r *renewer) lose(w *watch, reason error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.loseLocked(w, reason)
+}
+
 // close declares every watched lease lost (ErrClosed), stops the loop and
-// waits for it and for the OnLost callbacks.
-func (r *renewer) close() {
+// waits for it and for the OnLost callbacks. It returns the leases it ended,
+// for Client.Close to release.
+func (r *renewer) close() []*Lease {
 	r.mu.Lock()
 	r.closed = true
+	var held []*Lease
 	for len(r.heap) > 0 {
-		r.lose(r.heap[0], ErrClosed)
+		w := r.heap[0]
+		held = append(held, w.lease)
+		r.loseLocked(w, ErrClosed)
 	}
 	r.mu.Unlock()
 	close(r.closing)
 	r.wg.Wait()
+	return held
 }
 
 // drop takes w out of the schedule and abandons its round. mu is held.
@@ -226,12 +250,12 @@ func (r *renewer) finish(w *watch) {
 	}
 }
 
-// lose drops w and ends its lease as lost. mu is held.
-func (r *renewer) lose(w *watch, reason error) {
+// loseLocked drops w and ends its lease as lost. mu is held.
+func (r *renewer) loseLocked(w *watch, reason error) {
 	r.drop(w)
 	l := w.lease
-	if l.endLost(reason) && l.mutex.cfg.onLost != nil {
-		onLost, err := l.mutex.cfg.onLost, l.Err()
+	if l.lost(reason) && w.m.cfg.onLost != nil {
+		onLost, err := w.m.cfg.onLost, l.Err()
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
@@ -290,13 +314,13 @@ func (r *renewer) loop() {
 func (r *renewer) act(w *watch, now time.Time) {
 	switch {
 	case !w.maxHold.IsZero() && !now.Before(w.maxHold):
-		r.lose(w, ErrMaxHold)
+		r.loseLocked(w, ErrMaxHold)
 	case !now.Before(w.deadline):
 		cause := w.lastErr
 		if cause == nil {
 			cause = errors.New("not extended")
 		}
-		r.lose(w, fmt.Errorf("not extended on a quorum before the safety deadline: %w", cause))
+		r.loseLocked(w, fmt.Errorf("not extended on a quorum before the safety deadline: %w", cause))
 	default:
 		r.startRound(w, now)
 	}
@@ -304,7 +328,14 @@ func (r *renewer) act(w *watch, now time.Time) {
 
 // startRound starts w's extension round; sendRounds sends it. mu is held.
 func (r *renewer) startRound(w *watch, now time.Time) {
-	w.round = &renewRound{w: w, t0: now}
+	rd := &renewRound{w: w, t0: now}
+	n := len(r.c.masters)
+	votes := rd.votes[:0]
+	if n > len(rd.votes) {
+		votes = make([]vote, 0, n)
+	}
+	rd.t.initVotes(r.c, &extendOp, w.m.name, votes[:n])
+	w.round = rd
 	w.rounds++
 	r.inflight++
 	heap.Fix(&r.heap, w.index)
@@ -323,10 +354,10 @@ func (r *renewer) sendRounds() {
 		args = append(args, extendManyScript.Hash(), len(ws)) // EVALSHA sha numkeys keys... argv...
 		for i, w := range ws {
 			chunk.rounds[i] = w.round
-			args = append(args, w.lease.mutex.nameArg)
+			args = append(args, w.m.nameArg)
 		}
 		for _, w := range ws {
-			args = append(args, w.lease.token, w.lease.mutex.ttlArg)
+			args = append(args, w.token, w.m.ttlArg)
 		}
 		for i, ms := range r.c.masters {
 			ms.submit(&command{script: extendManyScript, args: args, idx: i, tag: chunk, reply: r})
@@ -359,58 +390,35 @@ func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 	if rd.done {
 		return
 	}
-	n, q := len(r.c.masters), r.c.quorum
-	fail := func(err error) {
-		if rd.errs == nil {
-			rd.errs = make([]error, n)
-		}
-		rd.errs[idx] = err
-	}
-	v, ok := val.(int64)
-	switch {
-	case err != nil:
-		fail(err)
-		rd.failed++
-	case ok && v == replyDone:
-		rd.yes++
-	case ok && (v == replyMissing || v == replyNotOwner):
-		fail(errNotOwner)
-		rd.lost++
-	default:
-		fail(fmt.Errorf("unexpected reply %v", val))
-		rd.failed++
-	}
-
+	t := &rd.t
+	t.add(idx, val, err)
 	w := rd.w
-	cfg := &w.lease.mutex.cfg
+	cfg := &w.m.cfg
 	switch {
-	case rd.yes >= q:
+	case t.won():
 		r.finish(w)
 		now := r.clk.Now()
 		until := rd.t0.Add(cfg.ttl - cfg.drift())
 		if now.Before(until) {
-			w.lease.setUntil(until)
+			w.lease.renewed(until)
 			w.deadline = until.Add(-cfg.safetyMargin())
 			w.renewAt = rd.t0.Add(cfg.interval())
 			w.lastErr = nil
+			r.heal(w, missing(t))
 		} else {
-			w.lastErr = fmt.Errorf("extension round took %v, leaving no validity", now.Sub(rd.t0))
+			w.lastErr = fmt.Errorf("%w: extension round took %v", ErrNoValidity, now.Sub(rd.t0))
 			w.renewAt = now.Add(retryDelay(cfg))
 		}
 		heap.Fix(&r.heap, w.index)
-	case rd.lost > n-q:
+	case t.refused():
 		// A quorum no longer holds our token: final, whatever the rest say.
-		r.lose(w, fmt.Errorf("%w: %w", ErrNotHeld, r.roundError(w, rd)))
-	case rd.lost+rd.failed > n-q:
+		r.loseLocked(w, fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError()))
+	case t.impossible():
 		r.finish(w)
-		w.lastErr = r.roundError(w, rd)
+		w.lastErr = t.quorumError()
 		w.renewAt = r.clk.Now().Add(retryDelay(cfg))
 		heap.Fix(&r.heap, w.index)
 	}
-}
-
-func (r *renewer) roundError(w *watch, rd *renewRound) error {
-	return w.lease.mutex.quorumError("extend", rd.yes, rd.errs)
 }
 
 // retryDelay is the pause before an extension that failed is tried again.

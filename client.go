@@ -1,0 +1,204 @@
+package distlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/gomodule/redigo/redis"
+)
+
+// Client is the shared entry point to N independent Redis masters (no
+// replication between them). It keeps one pool per master, built once, and
+// every Mutex made from it shares them: create one Client per process and
+// set of masters, and Close it when done.
+//
+// Each master's lock traffic is pipelined on one long-lived connection: a
+// writer goroutine sends whatever is queued and flushes once, a reader
+// goroutine hands replies back in order. So a release queued behind its own
+// acquire always runs after it on the server. A master that does not answer
+// within the master timeout is suspected down: requests to it fail at once
+// (counted as "no" votes) and a probe re-admits it when it answers again.
+//
+// A Client is safe for concurrent use.
+type Client struct {
+	masters  []*master
+	quorum   int
+	clock    clock.Clock
+	timeout  time.Duration // the master timeout
+	owned    []*redis.Pool // pools built by NewClient, closed by Close
+	idArg    any           // this Client's random id (a string), sent with its release announcements
+	renewer  *renewer      // the watchdog of every lease
+	notifier *notifier     // release announcements for waiting Lock calls
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+// NewClient returns a Client for the given masters, any number of them. Each
+// address is "host:port", a URL "redis://[user:password@]host[:port][/db]"
+// or "rediss://..." for TLS, or "unix:///path/to/redis.sock"; spaces around
+// an address are ignored. No address means DefaultAddr. Construction
+// validates every address and option and does not dial: connections are made
+// on first use, so a master that is down at start-up does not stop the
+// Client from being built.
+//
+// Two addresses for the same server are an error, whatever their database:
+// one server must not count twice toward the quorum. Addresses are compared
+// as servers: host names without regard to case, IP addresses and ports as
+// numbers ("127.0.0.1:06379" is "127.0.0.1:6379"). Different names for one
+// server, such as "localhost" and "127.0.0.1", are not detected.
+func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
+	cfg, err := newClientConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == 0 {
+		addrs = []string{DefaultAddr}
+	}
+	seen := make(map[string]int, len(addrs))
+	parsed := make([]masterAddr, len(addrs))
+	for i, s := range addrs {
+		a, err := parseAddr(s, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("distlock: masters[%d]: %w", i, err)
+		}
+		if j, dup := seen[a.server]; dup {
+			return nil, fmt.Errorf("distlock: masters[%d]: duplicate master %s (same server as masters[%d]): one server must not count twice toward the quorum", i, a.server, j)
+		}
+		seen[a.server] = i
+		parsed[i] = a
+	}
+	c := newClient(cfg, len(addrs))
+	for _, a := range parsed {
+		p := newPool(a, cfg)
+		c.owned = append(c.owned, p)
+		c.masters = append(c.masters, newMaster(a.display, p, cfg))
+	}
+	return c, nil
+}
+
+// NewClientFromPools returns a Client over pools the caller already has, one
+// per independent master. The caller keeps ownership: Close does not close
+// them. The same pool given twice is an error. Options that shape the pools
+// (password, TLS, dial timeout) do not apply; the master timeout and the
+// clock do.
+func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
+	cfg, err := newClientConfig(opts)
+	if err != nil {
+		return nil, err
+	}
+	if len(pools) == 0 {
+		return nil, fmt.Errorf("distlock: pools: at least one pool is needed")
+	}
+	for i, p := range pools {
+		if p == nil {
+			return nil, fmt.Errorf("distlock: pools[%d]: pool is nil", i)
+		}
+		for j := range i {
+			if pools[j] == p {
+				return nil, fmt.Errorf("distlock: pools[%d]: duplicate pool (same as pools[%d]): one server must not count twice toward the quorum", i, j)
+			}
+		}
+	}
+	// Only now start the masters' goroutines: an error above leaves none.
+	c := newClient(cfg, len(pools))
+	for i, p := range pools {
+		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, cfg))
+	}
+	return c, nil
+}
+
+func newClient(cfg *clientConfig, n int) *Client {
+	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken()}
+	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
+	return c
+}
+
+// Close ends every lease the Client still holds and releases it on the
+// masters, so other processes need not wait for the keys to expire: the
+// leases' Done channels close and their Err matches ErrLeaseLost and
+// ErrClosed. The releases' answers are awaited for at most the master
+// timeout (WithMasterTimeout). A master that is suspected down gets one more
+// try (one dial and one master timeout) to receive the releases kept for it.
+// Then Close stops the Client's goroutines, waits for them, including the
+// WithOnLost callbacks, and closes the pools it built. Later calls on the
+// Client, its mutexes and its leases return errors matching ErrClosed
+// (Unlock and Extend of an ended lease: ErrNotHeld). Close is idempotent and
+// returns nil.
+//
+// A process that dies without Close leaves its keys on the masters until
+// their TTL runs out.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.closed.Store(true)
+		// Leases first: their watchdog stops and they end (ErrClosed), so
+		// no extension is queued behind the releases.
+		held := c.renewer.close()
+		c.notifier.close()
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+		var wg sync.WaitGroup
+		for _, l := range held {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = l.Unlock(ctx) // ErrNotHeld: Close ended it; the release still goes out
+			}()
+		}
+		wg.Wait()
+		cancel()
+		for _, m := range c.masters {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m.close()
+			}()
+		}
+		wg.Wait()
+		for _, p := range c.owned {
+			_ = p.Close()
+		}
+	})
+	return nil
+}
+
+// Do locks name (waiting as Lock does), runs fn, and unlocks. fn's context
+// is cancelled when ctx ends or when the lease is lost; Do then returns fn's
+// error joined with the lease's error (matching ErrLeaseLost). If the lock is
+// not acquired, fn does not run and Do returns Lock's error. The unlock runs
+// even if ctx has ended; its error, if any, is joined to fn's.
+func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...Option) error {
+	m, err := c.NewMutex(name, opts...)
+	if err != nil {
+		return err
+	}
+	fnErr, endErr := m.withLease(ctx, func(ctx context.Context, _ *Lease) error { return fn(ctx) })
+	return errors.Join(fnErr, endErr)
+}
+
+// withLease locks m, runs fn under the lease, and unlocks (see Do). It
+// returns Lock's or fn's error, and apart from it how the lease ended: its
+// loss, or else Unlock's error.
+func (m *Mutex) withLease(ctx context.Context, fn func(ctx context.Context, lease *Lease) error) (fnErr, endErr error) {
+	lease, err := m.Lock(ctx)
+	if err != nil {
+		return err, nil
+	}
+	fnCtx, cancel := context.WithCancelCause(ctx)
+	stop := context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
+	fnErr = fn(fnCtx, lease)
+	stop()
+	cancel(nil)
+	if lost := lease.Err(); lost != nil {
+		_ = lease.Unlock(context.WithoutCancel(ctx)) // clean what is left; the loss is the news
+		return fnErr, lost
+	}
+	return fnErr, lease.Unlock(context.WithoutCancel(ctx))
+}
+
+// clock returns the Client's clock.
+func (m *Mutex) clock() clock.Clock { return m.client.clock }

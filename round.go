@@ -1,0 +1,303 @@
+package distlock
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// The round engine: every quorum operation of the library (acquire, its
+// clean-up, release, extend, the watchdog's batched renewal, fencing, and the
+// typed layers' reads and writes) sends one command to every master and
+// counts the replies here. Nothing else counts a quorum.
+//
+// An op says what is sent and how one master's reply counts (its judge); a
+// tally counts the votes of one round and decides it; Client.round runs a
+// round and waits for the decision. The watchdog feeds its own tallies as
+// the replies of its batched calls arrive.
+
+// op is one kind of quorum round.
+type op struct {
+	name   string // QuorumError.Op
+	script *lua   // sent with EVALSHA; nil for the plain command cmd
+	cmd    string
+	// judge turns one master's reply (not an error) into its vote, and for a
+	// no or a failure, the reason.
+	judge func(val any) (vote, error)
+	// all: the round is decided when every master answered or failed (each
+	// bounded by the master timeout), not as soon as the outcome is known.
+	all bool
+	// resend: running the command late or twice is harmless (a release). A
+	// master that was down gets it again when it answers, so a command stuck
+	// in a stalled server's buffers cannot leave a key behind.
+	resend bool
+	// keep: keep every master's reply in the tally (vals).
+	keep bool
+	// over, when set, ends the round early when it reports true (an all
+	// round that already knows its answer).
+	over func(t *tally) bool
+}
+
+// vote is one master's part in a round.
+type vote uint8
+
+const (
+	pending    vote = iota // not answered yet
+	voteYes                // did what was asked
+	voteNo                 // answered no: held by another, not ours, refused
+	voteFailed             // no usable answer: a failure on the way or at the master
+	notSent                // left out of this round
+	notAwaited             // sent, but the round does not wait for it
+)
+
+// tally counts the votes of one round of an op on one lock.
+type tally struct {
+	c         *Client
+	o         *op
+	name      string // the lock's name
+	n, q      int
+	yes       int   // masters that did what was asked
+	no        int   // masters that answered no
+	failed    int   // masters that failed
+	permanent int   // failures that retrying cannot fix (a subset of failed)
+	stopped   error // the context's error, if the round was cut short
+	votes     []vote
+	errs      []error // why each master did not agree; made at the first one
+	vals      []any   // each master's reply, when the op keeps them
+}
+
+// tallyBuf holds a tally's per-master state for up to 8 masters, so that a
+// round counted on the caller's stack allocates nothing for it.
+type tallyBuf struct {
+	votes [8]vote
+	errs  [8]error
+	vals  [8]any
+}
+
+// init prepares t for a round of o on c's masters for the lock name, with
+// its per-master state in buf when it is large enough (buf may be nil).
+func (t *tally) init(c *Client, o *op, name string, buf *tallyBuf) {
+	n := len(c.masters)
+	*t = tally{c: c, o: o, name: name, n: n, q: c.quorum}
+	if buf != nil && n <= len(buf.votes) {
+		clear(buf.votes[:n])
+		clear(buf.vals[:n])
+		clear(buf.errs[:n])
+		t.votes, t.errs, t.vals = buf.votes[:n], buf.errs[:n], buf.vals[:n]
+		return
+	}
+	t.votes = make([]vote, n)
+}
+
+// newTally returns a tally for a round of o on c's masters for the lock name.
+func newTally(c *Client, o *op, name string) *tally {
+	t := new(tally)
+	t.init(c, o, name, nil)
+	return t
+}
+
+// initVotes prepares t as init does, counting into votes (one per master);
+// errors and replies are kept in slices made on demand.
+func (t *tally) initVotes(c *Client, o *op, name string, votes []vote) {
+	clear(votes)
+	*t = tally{c: c, o: o, name: name, n: len(c.masters), q: c.quorum, votes: votes}
+}
+
+// add counts master idx's reply (val, err). A master that already voted, or
+// is not part of the round, is not counted again.
+func (t *tally) add(idx int, val any, err error) {
+	o := t.o
+	if t.votes[idx] != pending {
+		return
+	}
+	if o.keep {
+		if t.vals == nil {
+			t.vals = make([]any, t.n)
+		}
+		t.vals[idx] = val
+	}
+	v := voteFailed
+	if err == nil {
+		v, err = o.judge(val)
+	}
+	t.votes[idx] = v
+	switch v {
+	case voteYes:
+		t.yes++
+		return
+	case voteNo:
+		t.no++
+	default:
+		t.votes[idx] = voteFailed
+		t.failed++
+		if err = classifyErr(err); errors.Is(err, ErrPermanent) {
+			t.permanent++
+		}
+	}
+	t.setErr(idx, err)
+}
+
+func (t *tally) setErr(idx int, err error) {
+	if t.errs == nil {
+		t.errs = make([]error, t.n)
+	}
+	t.errs[idx] = err
+}
+
+// won: a quorum did what was asked.
+func (t *tally) won() bool { return t.yes >= t.q }
+
+// impossible: so many masters said no or failed that a quorum cannot be won.
+func (t *tally) impossible() bool { return t.no+t.failed > t.n-t.q }
+
+// refused: so many masters answered no that a quorum cannot be won whatever
+// the others say, now or on a retry of the same question.
+func (t *tally) refused() bool { return t.no > t.n-t.q }
+
+// final: failures that retrying cannot fix leave no quorum possible.
+func (t *tally) final() bool { return t.permanent > t.n-t.q }
+
+// decided reports whether the round is over.
+func (t *tally) decided() bool {
+	if t.stopped != nil || t.o.over != nil && t.o.over(t) {
+		return true
+	}
+	if !t.o.all {
+		return t.won() || t.impossible()
+	}
+	for _, v := range t.votes {
+		if v == pending {
+			return false
+		}
+	}
+	return true
+}
+
+// count returns how many masters voted v.
+func (t *tally) count(v vote) int {
+	k := 0
+	for _, x := range t.votes {
+		if x == v {
+			k++
+		}
+	}
+	return k
+}
+
+// quorumError returns the error of the round: an entry for every master
+// that did not agree, those that had not answered included.
+func (t *tally) quorumError() *QuorumError {
+	qe := &QuorumError{Op: t.o.name, Name: t.name, Agreed: t.yes, Needed: t.q, Masters: t.n, final: t.final()}
+	unanswered := t.stopped
+	if unanswered == nil {
+		unanswered = errNoAnswer
+	}
+	for i, v := range t.votes {
+		var err error
+		switch v {
+		case voteYes, notSent:
+			continue
+		case pending, notAwaited:
+			err = unanswered
+		default:
+			err = t.errs[i]
+		}
+		qe.Errors = append(qe.Errors, &MasterError{Addr: t.c.masters[i].addr, Err: err})
+	}
+	return qe
+}
+
+// run sends t's op with args to every master that t does not leave out,
+// and counts the replies into t until the round is decided or ctx ends (then
+// t.stopped is ctx's error).
+func (t *tally) run(ctx context.Context, args []any) {
+	replies := t.c.send(t.o, args, t.votes)
+	for !t.decided() {
+		select {
+		case r := <-replies:
+			t.add(r.idx, r.val, r.err)
+		case <-ctx.Done():
+			t.stopped = ctx.Err()
+		}
+	}
+}
+
+// send submits o with args to every master whose vote is not notSent, and
+// returns the channel on which their replies arrive, tagged with the
+// master's index. The channel holds one reply per master, so the pipeline
+// never blocks on a round that stopped listening.
+func (c *Client) send(o *op, args []any, votes []vote) replyChan {
+	replies := make(replyChan, len(c.masters))
+	cmds, full := c.newRound(o, args)
+	for i, ms := range c.masters {
+		if votes != nil && votes[i] == notSent {
+			continue
+		}
+		cmds[i] = command{script: o.script, name: o.cmd, args: full, idx: i, reply: replies, resend: o.resend}
+		ms.submit(&cmds[i])
+	}
+	return replies
+}
+
+// roundBuf holds a round's commands and their shared arguments in one
+// allocation, for up to 5 masters and 8 arguments.
+type roundBuf struct {
+	cmds [5]command
+	args [8]any
+}
+
+// newRound returns the commands of one round (one per master, to fill in)
+// and the arguments of o's command for args.
+func (c *Client) newRound(o *op, args []any) ([]command, []any) {
+	n := len(c.masters)
+	if o.script == nil {
+		return make([]command, n), append([]any(nil), args...) // args stays the caller's
+	}
+	if n <= len(roundBuf{}.cmds) && 2+len(args) <= len(roundBuf{}.args) {
+		buf := new(roundBuf)
+		return buf.cmds[:n], o.script.appendEvalsha(buf.args[:0], args...)
+	}
+	return make([]command, n), o.script.evalsha(args...)
+}
+
+// err returns nil when the round won, and otherwise its *QuorumError,
+// wrapped by refusal (when not nil) if the masters' "no" answers alone left
+// no quorum possible.
+func (t *tally) err(refusal error) error {
+	if t.won() {
+		return nil
+	}
+	qe := t.quorumError()
+	if refusal != nil && t.refused() {
+		return fmt.Errorf("%w: %w", refusal, qe)
+	}
+	return qe
+}
+
+// isFinal reports whether err ends every retry: the Client is closed, or
+// permanent failures leave no quorum possible.
+func isFinal(err error) bool {
+	var qe *QuorumError
+	return errors.Is(err, ErrClosed) || errors.As(err, &qe) && qe.final
+}
+
+// judgeDone counts a script's reply 1 (or more) as yes, and 0 or -1 as no
+// with the reason the script's header gives them.
+func judgeDone(no0, no1 error) func(val any) (vote, error) {
+	return func(val any) (vote, error) {
+		v, ok := val.(int64)
+		switch {
+		case ok && v >= replyDone:
+			return voteYes, nil
+		case ok && v == 0:
+			return voteNo, no0
+		case ok && v == -1:
+			return voteNo, no1
+		}
+		return voteFailed, unexpected(val)
+	}
+}
+
+func unexpected(val any) error {
+	return fmt.Errorf("unexpected reply %T %v", val, val)
+}
