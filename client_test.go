@@ -2,6 +2,7 @@ package distlock_test
 
 import (
 	"context"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,16 @@ func TestNewClientRejectsBadInput(t *testing.T) {
 		"bad port":                  {addrs: []string{"localhost:99999"}, want: `port "99999"`},
 		"bad scheme":                {addrs: []string{"http://localhost:6379"}, want: `scheme "http": must be redis, rediss or unix`},
 		"bad db":                    {addrs: []string{"redis://localhost:6379/x"}, want: `database "x"`},
-		"query":                     {addrs: []string{"redis://localhost:6379/0?timeout=1"}, want: "only [user:password@]host[:port][/db]"},
+		"query":                     {addrs: []string{"redis://:hunter2@localhost:6379/0?timeout=1"}, want: `"redis://:xxxxx@localhost:6379/0?timeout=1": query "timeout=1" is not accepted: only [user:password@]host[:port][/db]`},
+		"fragment":                  {addrs: []string{"redis://localhost:6379/0#x"}, want: `"redis://localhost:6379/0#x": fragment "x" is not accepted`},
+		"duplicate port spelling":   {addrs: []string{"127.0.0.1:6379", "127.0.0.1:06379"}, want: "masters[1]: duplicate master 127.0.0.1:6379 (same server as masters[0])"},
+		"duplicate ipv6 spelling":   {addrs: []string{"[::1]:6379", "redis://[0:0::1]:6379"}, want: "masters[1]: duplicate master [::1]:6379"},
+		"duplicate with spaces":     {addrs: []string{"127.0.0.1:6379", " 127.0.0.1:6379 "}, want: "masters[1]: duplicate master"},
+		"duplicate unix socket":     {addrs: []string{"unix:///tmp/r.sock", "unix:///tmp//r.sock"}, want: "masters[1]: duplicate master unix:/tmp/r.sock"},
+		"inner space":               {addrs: []string{"127.0.0.1: 6379"}, want: `"127.0.0.1: 6379": contains white space`},
+		"empty address":             {addrs: []string{"127.0.0.1:6379", "  "}, want: "masters[1]: invalid address: empty"},
+		"relative unix path":        {addrs: []string{"unix://redis.sock"}, want: "want unix:///absolute/path"},
+		"bad url keeps no password": {addrs: []string{"redis://:hunter2@local host:6379"}, want: `"redis://:xxxxx@local host:6379"`},
 		"empty host":                {addrs: []string{":6379"}, want: "host is empty"},
 		"negative dial timeout":     {opts: []distlock.ClientOption{distlock.WithDialTimeout(-time.Second)}, want: "WithDialTimeout: must be positive"},
 		"zero master timeout":       {opts: []distlock.ClientOption{distlock.WithMasterTimeout(0)}, want: "WithMasterTimeout: must be positive"},
@@ -112,13 +122,26 @@ func TestNewMutexRejectsBadInput(t *testing.T) {
 		opts []distlock.Option
 		want string
 	}{
-		"empty name":         {name: "", want: "lock name: must not be empty"},
-		"ttl below 1ms":      {name: "x", opts: []distlock.Option{distlock.WithTTL(time.Microsecond)}, want: "WithTTL: must be at least 1ms"},
-		"negative ttl":       {name: "x", opts: []distlock.Option{distlock.WithTTL(-time.Second)}, want: "WithTTL"},
-		"ttl not over drift": {name: "x", opts: []distlock.Option{distlock.WithTTL(2 * time.Millisecond)}, want: "WithTTL: TTL 2ms must be larger than the drift"},
-		"drift factor >= 1":  {name: "x", opts: []distlock.Option{distlock.WithDrift(1, 0)}, want: "WithDrift: factor must be a number in [0, 1)"},
-		"negative factor":    {name: "x", opts: []distlock.Option{distlock.WithDrift(-0.1, 0)}, want: "WithDrift: factor"},
-		"negative constant":  {name: "x", opts: []distlock.Option{distlock.WithDrift(0.01, -time.Millisecond)}, want: "WithDrift: constant must not be negative"},
+		"empty name":             {name: "", want: "lock name: must not be empty"},
+		"ttl below 1ms":          {name: "x", opts: []distlock.Option{distlock.WithTTL(time.Microsecond)}, want: "WithTTL: must be at least 1ms"},
+		"negative ttl":           {name: "x", opts: []distlock.Option{distlock.WithTTL(-time.Second)}, want: "WithTTL"},
+		"ttl not over drift":     {name: "x", opts: []distlock.Option{distlock.WithTTL(2 * time.Millisecond)}, want: "WithTTL: TTL 2ms must be larger than the drift"},
+		"ttl under margin":       {name: "x", opts: []distlock.Option{distlock.WithTTL(3 * time.Millisecond)}, want: "WithTTL: TTL 3ms leaves"},
+		"ttl too short to renew": {name: "x", opts: []distlock.Option{distlock.WithTTL(5 * time.Millisecond)}, want: "WithTTL: TTL 5ms is too short to renew"},
+		"NaN factor":             {name: "x", opts: []distlock.Option{distlock.WithDrift(math.NaN(), time.Hour)}, want: "WithDrift: factor must be a number in [0, 1), got NaN"},
+		"infinite factor":        {name: "x", opts: []distlock.Option{distlock.WithDrift(math.Inf(1), 0)}, want: "WithDrift: factor"},
+		"drift over ttl":         {name: "x", opts: []distlock.Option{distlock.WithDrift(0.5, time.Hour)}, want: "WithDrift: the drift"},
+		"negative margin":        {name: "x", opts: []distlock.Option{distlock.WithRenewalMargin(-1)}, want: "WithRenewalMargin: must not be negative"},
+		"margin too large":       {name: "x", opts: []distlock.Option{distlock.WithRenewalMargin(time.Minute)}, want: "WithRenewalMargin: margin 1m0s leaves no validity"},
+		"negative interval":      {name: "x", opts: []distlock.Option{distlock.WithRenewalInterval(-time.Second)}, want: "WithRenewalInterval: must be positive"},
+		"interval too long":      {name: "x", opts: []distlock.Option{distlock.WithRenewalInterval(time.Minute)}, want: "WithRenewalInterval: 1m0s must be shorter"},
+		"negative max hold":      {name: "x", opts: []distlock.Option{distlock.WithMaxHold(-time.Second)}, want: "WithMaxHold: must not be negative"},
+		"reserved prefix":        {name: "__distlock:fence:{x}", want: `the prefix "__distlock:" is reserved`},
+		"brace without tag":      {name: "a}b", want: "contains '}' but no hash tag"},
+		"empty hash tag":         {name: "a{}b", want: "contains '}' but no hash tag"},
+		"drift factor >= 1":      {name: "x", opts: []distlock.Option{distlock.WithDrift(1, 0)}, want: "WithDrift: factor must be a number in [0, 1)"},
+		"negative factor":        {name: "x", opts: []distlock.Option{distlock.WithDrift(-0.1, 0)}, want: "WithDrift: factor"},
+		"negative constant":      {name: "x", opts: []distlock.Option{distlock.WithDrift(0.01, -time.Millisecond)}, want: "WithDrift: constant must not be negative"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

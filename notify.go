@@ -25,12 +25,12 @@ type notifier struct {
 	c  *Client
 	id string // the Client's id: announcements of its own releases are skipped
 
-	mu       sync.Mutex
-	subs     []*pubsub // one per master; nil until needed
-	queues   map[string]*waitQueue
-	yields   map[string]time.Time // set by an Unlock that was announced to others
-	maxYield int                  // len(yields) at which expired yields are swept
-	closed   bool
+	mu        sync.Mutex
+	subs      []*pubsub // one per master; nil until needed
+	queues    map[string]*waitQueue
+	yields    map[string]time.Time // set by an Unlock that was announced to others
+	nextSweep time.Time            // when expired yields are next swept
+	closed    bool
 }
 
 type waitQueue struct {
@@ -45,7 +45,7 @@ type waiter struct {
 }
 
 func newNotifier(c *Client) *notifier {
-	return &notifier{c: c, id: c.idArg.(string), queues: make(map[string]*waitQueue), yields: make(map[string]time.Time), maxYield: 64}
+	return &notifier{c: c, id: c.idArg.(string), queues: make(map[string]*waitQueue), yields: make(map[string]time.Time)}
 }
 
 // join queues a waiter for the lock whose release channel is ch, and
@@ -152,8 +152,7 @@ func (n *notifier) released(ch string) {
 
 // yield records that this Client released the lock of ch while others were
 // announced to: its own next attempt on it waits a moment, to let one of
-// them in. Expired yields are swept whenever the map doubles, so it holds
-// about as many entries as there are yields alive.
+// them in.
 func (n *notifier) yield(ch string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -161,15 +160,23 @@ func (n *notifier) yield(ch string) {
 		return
 	}
 	now := n.c.clock.Now()
+	n.sweep(now)
 	n.yields[ch] = now.Add(handoffYield)
-	if len(n.yields) >= n.maxYield {
-		for k, until := range n.yields {
-			if !now.Before(until) {
-				delete(n.yields, k)
-			}
-		}
-		n.maxYield = max(64, 2*len(n.yields))
+}
+
+// sweep forgets the yields that expired, at most once per handoffYield, so
+// the map holds only the locks released in the last few milliseconds. mu is
+// held.
+func (n *notifier) sweep(now time.Time) {
+	if now.Before(n.nextSweep) {
+		return
 	}
+	for k, until := range n.yields {
+		if !now.Before(until) {
+			delete(n.yields, k)
+		}
+	}
+	n.nextSweep = now.Add(handoffYield)
 }
 
 // yieldFor returns how long a new Lock call on ch, not queued behind others
@@ -177,6 +184,7 @@ func (n *notifier) yield(ch string) {
 func (n *notifier) yieldFor(ch string) time.Duration {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.sweep(n.c.clock.Now())
 	until, ok := n.yields[ch]
 	if !ok {
 		return 0
@@ -188,10 +196,12 @@ func (n *notifier) yieldFor(ch string) time.Duration {
 	return max(d, 0)
 }
 
-// size returns how many locks the notifier keeps state for (tests).
+// size returns how many locks the notifier keeps state for, after sweeping
+// (tests).
 func (n *notifier) size() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.sweep(n.c.clock.Now())
 	return len(n.queues) + len(n.yields)
 }
 

@@ -9,6 +9,7 @@
 // replies (the command runs, its answer never arrives) or resets connections.
 //
 // redis-server is found through $DISTLOCK_REDIS_SERVER or $PATH. When it is
-// missing, NewServer fails the test if $CI is set (CI must install it:
-// apt-get install -y redis-server) and skips it otherwise.
+// missing, NewServer fails the test with a message that says how to install
+// it, unless $DISTLOCK_SKIP_REDIS is set (to anything but "" or "0"): then
+// it skips the test.
 package distlocktest

@@ -8,7 +8,8 @@
 -- Returns the status reply OK when the key was set (the lock is ours on this
 -- master). Otherwise returns the current holder's remaining time to live in
 -- milliseconds as an integer (-1 when the holder's key has no expiry), so that
--- waiters know how long the holder can still keep it.
+-- waiters know how long the holder can still keep it. A lock key that holds
+-- another type than a string is no lock: the script fails with WRONGTYPE.
 --
 -- On success the fencing counter is incremented if it exists. (Locks that never
 -- ask for a fencing token never create one.)
@@ -18,5 +19,9 @@ if ok then
     redis.call('INCR', KEYS[2])
   end
   return ok
+end
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t ~= 'string' then
+  return redis.error_reply('WRONGTYPE the lock key holds a ' .. t .. ', not a lock')
 end
 return redis.call('PTTL', KEYS[1])

@@ -1,0 +1,153 @@
+package distlock_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock"
+	"github.com/distlock/distlock/distlocktest"
+)
+
+// TestCloseReleasesLeases: a clean Close releases what the Client holds, so
+// another process gets the lock at once, not after a TTL.
+func TestCloseReleasesLeases(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	c, err := distlock.NewClient(distlocktest.Addrs(servers))
+	require.NoError(t, err)
+	var leases []*distlock.Lease
+	for range 20 {
+		lease, err := newMutex(t, c, lockName(t), distlock.WithTTL(time.Minute)).TryLock(context.Background())
+		require.NoError(t, err)
+		leases = append(leases, lease)
+	}
+	start := time.Now()
+	require.NoError(t, c.Close())
+	assert.Less(t, time.Since(start), 2*time.Second, "Close is bounded")
+	other := newClient(t, distlocktest.Addrs(servers))
+	for _, l := range leases {
+		assert.True(t, isDone(l))
+		assert.ErrorIs(t, l.Err(), distlock.ErrClosed)
+		assert.ErrorIs(t, l.Err(), distlock.ErrLeaseLost)
+		lease, err := newMutex(t, other, l.Name()).TryLock(context.Background())
+		require.NoError(t, err, "released by Close")
+		require.NoError(t, lease.Unlock(context.Background()))
+		assert.ErrorIs(t, l.Unlock(context.Background()), distlock.ErrNotHeld)
+	}
+	for _, s := range servers {
+		assert.Zero(t, dbsize(t, s))
+	}
+}
+
+// TestCallsAfterClose: every call after Close fails with ErrClosed.
+func TestCallsAfterClose(t *testing.T) {
+	c, err := distlock.NewClient(masters)
+	require.NoError(t, err)
+	m := newMutex(t, c, lockName(t))
+	require.NoError(t, c.Close())
+	_, err = c.NewMutex(lockName(t))
+	assert.ErrorIs(t, err, distlock.ErrClosed)
+	err = c.Do(context.Background(), lockName(t), func(context.Context) error { panic("must not run") })
+	assert.ErrorIs(t, err, distlock.ErrClosed)
+	_, err = distlock.NewGuarded[int](c, lockName(t), nil)
+	assert.ErrorIs(t, err, distlock.ErrClosed)
+	_, err = distlock.NewElection[int](c, lockName(t), nil)
+	assert.ErrorIs(t, err, distlock.ErrClosed)
+	err = within(t, 5*time.Second, func() error {
+		_, err := m.Lock(context.Background())
+		return err
+	})
+	assert.ErrorIs(t, err, distlock.ErrClosed, "Lock stops at once")
+}
+
+// TestCloseSendsKeptReleases: a release kept for a master that was down is
+// sent by Close when the master answers again.
+func TestCloseSendsKeptReleases(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	lease, err := newMutex(t, c, name, distlock.WithTTL(time.Minute)).TryLock(context.Background())
+	require.NoError(t, err)
+	eventuallyHolders(t, servers, name, 3, "acquired everywhere")
+	proxies[0].SetBlackhole(true)
+	require.NoError(t, lease.Unlock(context.Background()), "released on a quorum")
+	time.Sleep(2 * testTimeout) // master 0 times out and is suspected down
+	proxies[0].SetBlackhole(false)
+	require.NoError(t, c.Close())
+	assert.Equal(t, 0, holders(t, servers, name), "no key left on any master")
+}
+
+// TestStaleAcquireAfterLongStall: a master stalled for longer than the TTL
+// runs the acquire left in its buffers when it resumes; the release kept
+// for it deletes that key, instead of it staying for another TTL.
+func TestStaleAcquireAfterLongStall(t *testing.T) {
+	servers, c := cluster(t, 3, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	const ttl = 2 * time.Second
+	require.NoError(t, servers[0].Pause())
+	lease, err := newMutex(t, c, name, distlock.WithTTL(ttl)).TryLock(context.Background())
+	require.NoError(t, err, "two masters are a quorum")
+	require.NoError(t, lease.Unlock(context.Background()))
+	time.Sleep(ttl + 500*time.Millisecond) // longer than the TTL
+	require.NoError(t, servers[0].Resume())
+	// Without the kept release the stale key would live for a whole TTL
+	// after the resume.
+	require.Eventually(t, func() bool { return holders(t, servers, name) == 0 }, ttl/2, 5*time.Millisecond,
+		"the stale acquire's key is deleted")
+}
+
+// TestRenewalHealsAfterPartition: a lease acquired on 3 of 5 masters during
+// a partition is written to the other two once it heals, so it survives two
+// more masters failing.
+func TestRenewalHealsAfterPartition(t *testing.T) {
+	servers, proxies, c := proxied(t, 5, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	proxies[3].SetBlackhole(true)
+	proxies[4].SetBlackhole(true)
+	lease, err := newMutex(t, c, name, distlock.WithTTL(1500*time.Millisecond)).TryLock(context.Background())
+	require.NoError(t, err)
+	proxies[3].SetBlackhole(false)
+	proxies[4].SetBlackhole(false)
+	require.Eventually(t, func() bool { return holders(t, servers, name) == 5 }, 10*time.Second, 10*time.Millisecond,
+		"the renewals set the key on the masters that missed the acquire")
+	proxies[0].SetBlackhole(true)
+	proxies[1].SetBlackhole(true)
+	time.Sleep(3 * time.Second) // two TTLs
+	assert.NoError(t, lease.Err(), "held on 3 of 5 masters")
+	require.NoError(t, lease.Unlock(context.Background()))
+}
+
+// TestRenewalHealsRestartedMaster: a master restarted without persistence
+// gets the key back at the next renewal; then losing another master leaves
+// the lease held.
+func TestRenewalHealsRestartedMaster(t *testing.T) {
+	servers, c := cluster(t, 3, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	lease, err := newMutex(t, c, name, distlock.WithTTL(1500*time.Millisecond)).TryLock(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, servers[0].Restart())
+	require.Eventually(t, func() bool {
+		v, err := servers[0].Do("EXISTS", name)
+		return err == nil && v.(int64) == 1
+	}, 5*time.Second, 10*time.Millisecond, "the key is set again on the restarted master")
+
+	// Healing never takes a key from another owner.
+	_, err = servers[0].Do("SET", name, "someone else")
+	require.NoError(t, err)
+	time.Sleep(time.Second) // two renewals
+	assert.Equal(t, "someone else", string(must(servers[0].Do("GET", name)).([]byte)))
+	assert.NoError(t, lease.Err(), "held on the other two")
+	_, err = servers[0].Do("DEL", name)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		v, err := servers[0].Do("EXISTS", name)
+		return err == nil && v.(int64) == 1
+	}, 5*time.Second, 10*time.Millisecond, "set again once it is free")
+
+	require.NoError(t, servers[1].Kill())
+	time.Sleep(3 * time.Second) // two TTLs
+	assert.NoError(t, lease.Err(), "held on 2 of 3 masters")
+	require.NoError(t, lease.Unlock(context.Background()))
+}
