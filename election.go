@@ -135,14 +135,11 @@ var retractOp = op{name: "retract", script: electionRetract, all: true, judge: j
 // leader still holds the lock on that master, nil otherwise; every answer
 // is a yes. The round ends once a quorum agrees on one term, or when every
 // master answered.
-var leaderReadOp = op{name: "leader", script: electionRead, all: true, keep: true, judge: func(val any) (vote, error) {
+var leaderReadOp = op{name: "leader", script: electionRead, all: true, keep: true, agree: true, judge: func(val any) (vote, error) {
 	if _, ok := leaderTerm(val); ok || val == nil {
 		return voteYes, nil
 	}
 	return voteFailed, unexpected(val)
-}, over: func(t *tally) bool {
-	_, ok := agreedTerm(t)
-	return ok
 }}
 
 // leaderTerm parses one master's answer to election_read.lua.
@@ -154,30 +151,6 @@ func leaderTerm(val any) (uint64, bool) {
 	b, _ := fields[0].([]byte)
 	term, err := strconv.ParseUint(string(b), 10, 64)
 	return term, err == nil
-}
-
-// agreedTerm returns the master holding the term that a quorum of masters
-// agree on, if any.
-func agreedTerm(t *tally) (idx int, ok bool) {
-	if t.vals == nil {
-		return 0, false // no answer yet
-	}
-	for i := range t.votes {
-		term, ok := leaderTerm(t.vals[i])
-		if !ok || t.votes[i] != voteYes {
-			continue
-		}
-		same := 0
-		for j := range t.votes {
-			if u, ok := leaderTerm(t.vals[j]); ok && u == term && t.votes[j] == voteYes {
-				same++
-			}
-		}
-		if same >= t.q {
-			return i, true
-		}
-	}
-	return 0, false
 }
 
 func (e *Election[T]) publish(ctx context.Context, lease *Lease, term uint64, data []byte) error {
@@ -202,7 +175,7 @@ func (e *Election[T]) Leader(ctx context.Context) (value T, ok bool, err error) 
 
 func (e *Election[T]) leader(ctx context.Context) (value T, term uint64, ok bool, err error) {
 	t := e.mutex.run(ctx, &leaderReadOp, e.recordKey, e.mutex.nameArg)
-	if i, agreed := agreedTerm(t); agreed {
+	if i, agreed := t.agreed(); agreed {
 		term, _ = leaderTerm(t.vals[i])
 		data, _ := t.vals[i].([]any)[1].([]byte)
 		value, err = e.codec.Unmarshal(data)

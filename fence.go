@@ -47,11 +47,9 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 		return 0, err
 	}
 	var token uint64
-	for i, v := range t.votes {
-		if v == voteYes {
-			n, _ := strconv.ParseUint(string(t.vals[i].([]byte)), 10, 64) // checked by the judge
-			token = max(token, n)
-		}
+	for _, val := range t.yesReplies() {
+		n, _ := strconv.ParseUint(string(val.([]byte)), 10, 64) // checked by the judge
+		token = max(token, n)
 	}
 
 	t = l.run(ctx, &fenceWriteOp, []any{m.nameArg, m.fenceArg}, strconv.FormatUint(token, 10))

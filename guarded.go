@@ -129,11 +129,8 @@ func (g *Guarded[T]) read(ctx context.Context) (uint64, []byte, error) {
 		token uint64
 		data  []byte
 	)
-	for i, v := range t.votes {
-		if v != voteYes {
-			continue
-		}
-		fields := t.vals[i].([]any) // checked by the judge
+	for _, val := range t.yesReplies() {
+		fields := val.([]any) // checked by the judge
 		b, _ := fields[0].([]byte)
 		if b == nil {
 			continue // never written on this master

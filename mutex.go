@@ -156,7 +156,7 @@ func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) {
 
 // acquireOp: acquire.lua answers OK when it set the key, or the holder's
 // remaining PTTL when the key is taken.
-var acquireOp = op{name: "acquire", script: acquireScript, keep: true, judge: func(val any) (vote, error) {
+var acquireOp = op{name: "acquire", script: acquireScript, judge: func(val any) (vote, error) {
 	switch v := val.(type) {
 	case string:
 		if v == "OK" {
@@ -184,11 +184,8 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 	}
 	c := m.client
 	token := any(newToken()) // boxed once, for every round of this lease
-	var (
-		t   tally
-		buf tallyBuf
-	)
-	t.init(c, &acquireOp, m.name, &buf)
+	var t tally
+	t.init(c, &acquireOp, m.name)
 	t0 := c.clock.Now()
 	// Fast quorum: the round ends as soon as a quorum said yes, or so many
 	// said no that a quorum is impossible. A slow master is not waited for.
@@ -199,20 +196,13 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 		return newLease(m, token, until), 0, nil
 	}
 	m.cleanUp(token, &t)
-	var heldFor time.Duration // the soonest expiry of another owner's key
-	for i, v := range t.votes {
-		if v != voteNo || t.vals == nil {
-			continue
-		}
-		pttl, ok := t.vals[i].(int64)
-		if !ok || pttl < 0 {
-			continue // -1: a key without expiry tells nothing
-		}
-		// PTTL 0 means less than a millisecond is left: still a known
-		// expiry, so wait 1ms rather than a full backoff.
-		if d := max(time.Duration(pttl)*time.Millisecond, time.Millisecond); heldFor == 0 || d < heldFor {
-			heldFor = d
-		}
+	// The soonest expiry of another owner's key: t.lo is the smallest PTTL
+	// answered (-1, a key without expiry, tells nothing). PTTL 0 means less
+	// than a millisecond is left: still a known expiry, so wait 1ms rather
+	// than a full backoff.
+	var heldFor time.Duration
+	if t.lo >= 0 {
+		heldFor = max(time.Duration(t.lo)*time.Millisecond, time.Millisecond)
 	}
 	switch {
 	case t.stopped != nil:
@@ -236,17 +226,14 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 // A master that is down gets it when it answers again.
 func (m *Mutex) cleanUp(token any, acq *tally) {
 	c := m.client
-	var (
-		t   tally
-		buf tallyBuf
-	)
-	t.init(c, &cleanUpOp, m.name, &buf)
-	for i, v := range acq.votes {
-		switch v {
+	var t tally
+	t.init(c, &cleanUpOp, m.name)
+	for i := range acq.n {
+		switch acq.vote(i) {
 		case voteNo:
-			t.votes[i] = notSent
+			t.setVote(i, notSent)
 		case pending:
-			t.votes[i] = notAwaited
+			t.setVote(i, notAwaited)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)

@@ -105,11 +105,10 @@ type renewChunk struct {
 
 // renewRound is one extension round in flight.
 type renewRound struct {
-	w     *watch
-	t0    time.Time
-	t     tally
-	votes [8]vote // t's votes for up to 8 masters
-	done  bool    // decided, or abandoned by Unlock
+	w    *watch
+	t0   time.Time
+	t    tally
+	done bool // decided, or abandoned by Unlock
 }
 
 func newRenewer(c *Client) *renewer {
@@ -136,7 +135,8 @@ func (r *renewer) put(rep reply) {
 func (r *renewer) add(l *Lease) {
 	cfg := &l.mutex.cfg
 	acquired := l.until.Add(cfg.drift() - cfg.ttl) // the start of the acquire round
-	w := &watch{lease: l, m: l.mutex, token: l.token, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
+	l.wd = watch{lease: l, m: l.mutex, token: l.token, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
+	w := &l.wd
 	l.w = w
 	if !cfg.noRenewal {
 		w.renewAt = acquired.Add(cfg.interval())
@@ -329,12 +329,7 @@ func (r *renewer) act(w *watch, now time.Time) {
 // startRound starts w's extension round; sendRounds sends it. mu is held.
 func (r *renewer) startRound(w *watch, now time.Time) {
 	rd := &renewRound{w: w, t0: now}
-	n := len(r.c.masters)
-	votes := rd.votes[:0]
-	if n > len(rd.votes) {
-		votes = make([]vote, 0, n)
-	}
-	rd.t.initVotes(r.c, &extendOp, w.m.name, votes[:n])
+	rd.t.init(r.c, &extendOp, w.m.name)
 	w.round = rd
 	w.rounds++
 	r.inflight++

@@ -1,6 +1,7 @@
 package distlock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -33,9 +34,10 @@ type op struct {
 	resend bool
 	// keep: keep every master's reply in the tally (vals).
 	keep bool
-	// over, when set, ends the round early when it reports true (an all
-	// round that already knows its answer).
-	over func(t *tally) bool
+	// agree: an all round ends early once a quorum of masters gave the same
+	// answer: arrays whose first elements are equal byte strings (see
+	// tally.agreed).
+	agree bool
 }
 
 // vote is one master's part in a round.
@@ -51,6 +53,11 @@ const (
 )
 
 // tally counts the votes of one round of an op on one lock.
+//
+// It keeps the votes of the first 8 masters inline and nothing that points
+// into itself, so a tally on the caller's stack stays there: the hot path
+// (acquire, release) allocates nothing for it. Errors and replies are kept
+// in slices made on demand.
 type tally struct {
 	c         *Client
 	o         *op
@@ -61,55 +68,56 @@ type tally struct {
 	failed    int   // masters that failed
 	permanent int   // failures that retrying cannot fix (a subset of failed)
 	stopped   error // the context's error, if the round was cut short
-	votes     []vote
-	errs      []error // why each master did not agree; made at the first one
-	vals      []any   // each master's reply, when the op keeps them
+	// lo and hi are the smallest non-negative and the largest integer reply
+	// (-1 when none): the soonest expiry of another holder's key for
+	// acquire, and the announcement's reach for release.
+	lo, hi int64
+	small  [8]vote // the votes of masters 0-7
+	more   []vote  // the votes of masters 8 and up
+	errs   []error // why each master did not agree; made at the first one
+	vals   []any   // each master's reply, when the op keeps them
 }
 
-// tallyBuf holds a tally's per-master state for up to 8 masters, so that a
-// round counted on the caller's stack allocates nothing for it.
-type tallyBuf struct {
-	votes [8]vote
-	errs  [8]error
-	vals  [8]any
-}
-
-// init prepares t for a round of o on c's masters for the lock name, with
-// its per-master state in buf when it is large enough (buf may be nil).
-func (t *tally) init(c *Client, o *op, name string, buf *tallyBuf) {
+// init prepares t for a round of o on c's masters for the lock name.
+func (t *tally) init(c *Client, o *op, name string) {
 	n := len(c.masters)
-	*t = tally{c: c, o: o, name: name, n: n, q: c.quorum}
-	if buf != nil && n <= len(buf.votes) {
-		clear(buf.votes[:n])
-		clear(buf.vals[:n])
-		clear(buf.errs[:n])
-		t.votes, t.errs, t.vals = buf.votes[:n], buf.errs[:n], buf.vals[:n]
-		return
+	*t = tally{c: c, o: o, name: name, n: n, q: c.quorum, lo: -1, hi: -1}
+	if n > len(t.small) {
+		t.more = make([]vote, n-len(t.small))
 	}
-	t.votes = make([]vote, n)
 }
 
 // newTally returns a tally for a round of o on c's masters for the lock name.
 func newTally(c *Client, o *op, name string) *tally {
 	t := new(tally)
-	t.init(c, o, name, nil)
+	t.init(c, o, name)
 	return t
 }
 
-// initVotes prepares t as init does, counting into votes (one per master);
-// errors and replies are kept in slices made on demand.
-func (t *tally) initVotes(c *Client, o *op, name string, votes []vote) {
-	clear(votes)
-	*t = tally{c: c, o: o, name: name, n: len(c.masters), q: c.quorum, votes: votes}
+// vote returns master i's vote.
+func (t *tally) vote(i int) vote {
+	if i < len(t.small) {
+		return t.small[i]
+	}
+	return t.more[i-len(t.small)]
+}
+
+// setVote records master i's vote.
+func (t *tally) setVote(i int, v vote) {
+	if i < len(t.small) {
+		t.small[i] = v
+	} else {
+		t.more[i-len(t.small)] = v
+	}
 }
 
 // add counts master idx's reply (val, err). A master that already voted, or
 // is not part of the round, is not counted again.
 func (t *tally) add(idx int, val any, err error) {
-	o := t.o
-	if t.votes[idx] != pending {
+	if t.vote(idx) != pending {
 		return
 	}
+	o := t.o
 	if o.keep {
 		if t.vals == nil {
 			t.vals = make([]any, t.n)
@@ -118,30 +126,41 @@ func (t *tally) add(idx int, val any, err error) {
 	}
 	v := voteFailed
 	if err == nil {
+		if i, ok := val.(int64); ok {
+			if i >= 0 && (t.lo < 0 || i < t.lo) {
+				t.lo = i
+			}
+			t.hi = max(t.hi, i)
+		}
 		v, err = o.judge(val)
 	}
-	t.votes[idx] = v
 	switch v {
 	case voteYes:
+		t.setVote(idx, voteYes)
 		t.yes++
 		return
 	case voteNo:
+		t.setVote(idx, voteNo)
 		t.no++
 	default:
-		t.votes[idx] = voteFailed
+		t.setVote(idx, voteFailed)
 		t.failed++
 		if err = classifyErr(err); errors.Is(err, ErrPermanent) {
 			t.permanent++
 		}
 	}
-	t.setErr(idx, err)
-}
-
-func (t *tally) setErr(idx int, err error) {
 	if t.errs == nil {
 		t.errs = make([]error, t.n)
 	}
 	t.errs[idx] = err
+}
+
+// errOf returns why master i did not agree, or nil.
+func (t *tally) errOf(i int) error {
+	if t.errs == nil {
+		return nil
+	}
+	return t.errs[i]
 }
 
 // won: a quorum did what was asked.
@@ -159,29 +178,70 @@ func (t *tally) final() bool { return t.permanent > t.n-t.q }
 
 // decided reports whether the round is over.
 func (t *tally) decided() bool {
-	if t.stopped != nil || t.o.over != nil && t.o.over(t) {
+	if t.stopped != nil {
 		return true
+	}
+	if t.o.agree {
+		if _, ok := t.agreed(); ok {
+			return true
+		}
 	}
 	if !t.o.all {
 		return t.won() || t.impossible()
 	}
-	for _, v := range t.votes {
-		if v == pending {
+	for i := range t.n {
+		if t.vote(i) == pending {
 			return false
 		}
 	}
 	return true
 }
 
-// count returns how many masters voted v.
-func (t *tally) count(v vote) int {
-	k := 0
-	for _, x := range t.votes {
-		if x == v {
-			k++
+// agreed returns a master whose answer a quorum of masters gave too, if
+// any: answers are the same when they are arrays whose first elements are
+// equal byte strings.
+func (t *tally) agreed() (idx int, ok bool) {
+	if t.vals == nil {
+		return 0, false // no answer yet
+	}
+	for i := range t.vals {
+		a := firstBytes(t.vals[i])
+		if a == nil || t.vote(i) != voteYes {
+			continue
+		}
+		same := 0
+		for j := range t.vals {
+			if t.vote(j) == voteYes && bytes.Equal(a, firstBytes(t.vals[j])) {
+				same++
+			}
+		}
+		if same >= t.q {
+			return i, true
 		}
 	}
-	return k
+	return 0, false
+}
+
+// firstBytes returns the first element of an array reply when it is a byte
+// string, or nil.
+func firstBytes(val any) []byte {
+	if a, ok := val.([]any); ok && len(a) > 0 {
+		b, _ := a[0].([]byte)
+		return b
+	}
+	return nil
+}
+
+// yesReplies returns the replies of the masters that voted yes (the op must
+// keep replies).
+func (t *tally) yesReplies() []any {
+	var out []any
+	for i := range t.n {
+		if t.vote(i) == voteYes && t.vals != nil {
+			out = append(out, t.vals[i])
+		}
+	}
+	return out
 }
 
 // quorumError returns the error of the round: an entry for every master
@@ -192,15 +252,15 @@ func (t *tally) quorumError() *QuorumError {
 	if unanswered == nil {
 		unanswered = errNoAnswer
 	}
-	for i, v := range t.votes {
+	for i := range t.n {
 		var err error
-		switch v {
+		switch t.vote(i) {
 		case voteYes, notSent:
 			continue
 		case pending, notAwaited:
 			err = unanswered
 		default:
-			err = t.errs[i]
+			err = t.errOf(i)
 		}
 		qe.Errors = append(qe.Errors, &MasterError{Addr: t.c.masters[i].addr, Err: err})
 	}
@@ -211,7 +271,7 @@ func (t *tally) quorumError() *QuorumError {
 // and counts the replies into t until the round is decided or ctx ends (then
 // t.stopped is ctx's error).
 func (t *tally) run(ctx context.Context, args []any) {
-	replies := t.c.send(t.o, args, t.votes)
+	replies := t.c.send(t.o, args, t)
 	for !t.decided() {
 		select {
 		case r := <-replies:
@@ -222,15 +282,15 @@ func (t *tally) run(ctx context.Context, args []any) {
 	}
 }
 
-// send submits o with args to every master whose vote is not notSent, and
-// returns the channel on which their replies arrive, tagged with the
-// master's index. The channel holds one reply per master, so the pipeline
-// never blocks on a round that stopped listening.
-func (c *Client) send(o *op, args []any, votes []vote) replyChan {
+// send submits o with args to every master that t does not leave out
+// (notSent), and returns the channel on which their replies arrive, tagged
+// with the master's index. The channel holds one reply per master, so the
+// pipeline never blocks on a round that stopped listening.
+func (c *Client) send(o *op, args []any, t *tally) replyChan {
 	replies := make(replyChan, len(c.masters))
 	cmds, full := c.newRound(o, args)
 	for i, ms := range c.masters {
-		if votes != nil && votes[i] == notSent {
+		if t.vote(i) == notSent {
 			continue
 		}
 		cmds[i] = command{script: o.script, name: o.cmd, args: full, idx: i, reply: replies, resend: o.resend}
