@@ -117,7 +117,7 @@ func TestElection(t *testing.T) {
 		return len(observed) >= len(order)
 	}, 5*time.Second, 10*time.Millisecond, "Observe delivers every leader")
 	stopObs()
-	<-obsDone
+	recv(t, obsDone, "Observe's channel closes")
 	assert.Equal(t, order, observed, "Observe delivers every leader, in order")
 }
 
@@ -138,14 +138,14 @@ func TestElectionResign(t *testing.T) {
 			return nil
 		})
 	}()
-	<-leading
+	recv(t, leading, "leading")
 	v, ok, err := e.Leader(context.Background())
 	require.NoError(t, err)
 	require.True(t, ok)
 	assert.Equal(t, "me", v)
 
 	require.NoError(t, e.Resign(context.Background()))
-	require.NoError(t, <-ran, "Run returns nil after Resign")
+	require.NoError(t, recv(t, ran, "Run"), "Run returns nil after Resign")
 	_, ok, err = e.Leader(context.Background())
 	require.NoError(t, err)
 	assert.False(t, ok, "no leader after resigning")

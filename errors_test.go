@@ -148,14 +148,6 @@ func TestPermanentFailureOnAMinority(t *testing.T) {
 	assert.ErrorContains(t, err, servers[1].Addr())
 }
 
-func newMutexNoT(c *distlock.Client, name string) *distlock.Mutex {
-	m, err := c.NewMutex(name)
-	if err != nil {
-		panic(err)
-	}
-	return m
-}
-
 // TestTransientBusyIsRetried: BUSY (a long script on the master) is
 // transient: Lock waits it out.
 func TestTransientBusyIsRetried(t *testing.T) {
@@ -167,30 +159,11 @@ func TestTransientBusyIsRetried(t *testing.T) {
 		_, err := s.Do("PING")
 		return err != nil && strings.HasPrefix(err.Error(), "BUSY")
 	}, 5*time.Second, 5*time.Millisecond, "the server is busy")
-	got := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		l, err := m.Lock(ctx)
-		if err == nil {
-			err = l.Unlock(ctx)
-		}
-		got <- err
-	}()
-	time.Sleep(200 * time.Millisecond)
-	select {
-	case err := <-got:
-		t.Fatalf("Lock returned while the server was busy: %v", err)
-	default:
-	}
+	got := lockAsync(context.Background(), m)
+	silent(t, got, 200*time.Millisecond, "Lock returned while the server was busy")
 	_, err := s.Do("SCRIPT", "KILL")
 	require.NoError(t, err)
-	select {
-	case err := <-got:
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Lock did not succeed after the script was killed")
-	}
+	require.NoError(t, recv(t, got, "Lock after the script was killed"))
 }
 
 // TestManyMasters: any number of masters, beyond the round's inline

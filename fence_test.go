@@ -115,7 +115,7 @@ func TestFencedLateWrite(t *testing.T) {
 			return nil
 		})
 	}()
-	<-paused
+	recv(t, paused, "A's fn runs")
 	require.NoError(t, gb.Update(context.Background(), func(ctx context.Context, v *string) error {
 		*v = "B's write"
 		return nil
@@ -124,7 +124,7 @@ func TestFencedLateWrite(t *testing.T) {
 	require.NoError(t, err)
 
 	close(resume)
-	err = <-errA
+	err = recv(t, errA, "A's Update")
 	assert.ErrorIs(t, err, distlock.ErrFenced)
 	v, token, err := gb.Load(context.Background())
 	require.NoError(t, err)

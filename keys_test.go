@@ -149,17 +149,13 @@ func TestEveryScriptTouchesOneSlot(t *testing.T) {
 					return nil
 				})
 			}()
-			select {
-			case <-led:
-			case <-time.After(10 * time.Second):
-				t.Fatal("not elected")
-			}
+			recv(t, led, "elected")
 			v, ok, err := e.Leader(context.Background())
 			require.NoError(t, err)
 			assert.True(t, ok)
 			assert.Equal(t, "me", v)
 			cancel()
-			assert.ErrorIs(t, <-done, context.Canceled)
+			assert.ErrorIs(t, recv(t, done, "Run"), context.Canceled)
 		})
 	}
 }
@@ -175,21 +171,12 @@ func TestNotifierForgetsNames(t *testing.T) {
 		name := fmt.Sprintf("%s:%s:%d", lockName(t), long, i)
 		lease, err := newMutex(t, holder, name).TryLock(context.Background())
 		require.NoError(t, err)
-		got := make(chan error, 1)
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			l, err := newMutexNoT(waiter, name).Lock(ctx)
-			if err == nil {
-				err = l.Unlock(ctx)
-			}
-			got <- err
-		}()
+		got := lockAsync(context.Background(), newMutex(t, waiter, name))
 		// Wait until the waiter subscribed, so the release is announced.
 		require.Eventually(t, func() bool { return numsub(t, servers[0], distlock.KeyOf("release", name)) == 1 },
 			5*time.Second, time.Millisecond)
 		require.NoError(t, lease.Unlock(context.Background()))
-		require.NoError(t, <-got)
+		require.NoError(t, recv(t, got, "the waiter"))
 	}
 	require.Eventually(t, func() bool {
 		return distlock.NotifierSize(holder) == 0 && distlock.NotifierSize(waiter) == 0

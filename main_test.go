@@ -1,6 +1,7 @@
 package distlock_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -155,4 +156,45 @@ func dbsize(t testing.TB, s *distlocktest.Server) int64 {
 	v, err := s.Do("DBSIZE")
 	require.NoError(t, err)
 	return v.(int64)
+}
+
+// lockAsync runs m.Lock(ctx) in a goroutine and, if it succeeds, Unlock;
+// the channel receives the first error, or nil.
+func lockAsync(ctx context.Context, m *distlock.Mutex) <-chan error {
+	got := make(chan error, 1)
+	go func() {
+		lease, err := m.Lock(ctx)
+		if err == nil {
+			err = lease.Unlock(ctx)
+		}
+		got <- err
+	}()
+	return got
+}
+
+// waitTimeout bounds every wait on a channel in the tests: far above any
+// handoff the tests expect, so it only ends a test that would hang.
+const waitTimeout = 20 * time.Second
+
+// recv returns what ch delivers, failing t if nothing comes within
+// waitTimeout.
+func recv[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(waitTimeout):
+		t.Fatalf("%s: nothing after %v", what, waitTimeout)
+		panic("unreachable")
+	}
+}
+
+// silent fails t if ch delivers within d.
+func silent[T any](t testing.TB, ch <-chan T, d time.Duration, what string) {
+	t.Helper()
+	select {
+	case v := <-ch:
+		t.Fatalf("%s: got %v", what, v)
+	case <-time.After(d):
+	}
 }

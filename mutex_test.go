@@ -463,26 +463,10 @@ func TestLockWaitsForRelease(t *testing.T) {
 	holder, err := newMutex(t, c, name).TryLock(context.Background())
 	require.NoError(t, err)
 
-	got := make(chan error, 1)
-	go func() {
-		lease, err := newMutex(t, c, name).Lock(context.Background())
-		if err == nil {
-			err = lease.Unlock(context.Background())
-		}
-		got <- err
-	}()
-	select {
-	case err := <-got:
-		t.Fatalf("Lock returned while the lock was held: %v", err)
-	case <-time.After(100 * time.Millisecond):
-	}
+	got := lockAsync(context.Background(), newMutex(t, c, name))
+	silent(t, got, 100*time.Millisecond, "Lock returned while the lock was held")
 	require.NoError(t, holder.Unlock(context.Background()))
-	select {
-	case err := <-got:
-		require.NoError(t, err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("Lock did not acquire after the release")
-	}
+	require.NoError(t, recv(t, got, "Lock after the release"))
 }
 
 func TestLockCancelledWhileHeldMatchesBoth(t *testing.T) {

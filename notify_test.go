@@ -33,8 +33,9 @@ func TestReleaseWakesWaiter(t *testing.T) {
 			at    time.Time
 		}
 		got := make(chan acquired, 1)
+		waiter := newMutex(t, waiterC, name, distlock.WithRetry(slowRetry))
 		go func() {
-			lease, err := newMutex(t, waiterC, name, distlock.WithRetry(slowRetry)).Lock(context.Background())
+			lease, err := waiter.Lock(context.Background())
 			if err != nil {
 				close(got)
 				return
@@ -89,14 +90,7 @@ func TestKilledHolderFreesWaiters(t *testing.T) {
 	_, err = newMutex(t, holderC, name, distlock.WithTTL(ttl)).TryLock(context.Background())
 	require.NoError(t, err)
 
-	got := make(chan error, 1)
-	go func() {
-		lease, err := newMutex(t, waiterC, name).Lock(context.Background())
-		if err == nil {
-			err = lease.Unlock(context.Background())
-		}
-		got <- err
-	}()
+	got := lockAsync(context.Background(), newMutex(t, waiterC, name))
 	waitSubscribed(t, servers, name)
 	killed := time.Now()
 	require.NoError(t, holderC.Close()) // dies: no release, the keys stay until their TTL
@@ -120,14 +114,7 @@ func TestMasterRestartMidWait(t *testing.T) {
 		_, err := s.Do("SET", name, "someone-else", "PX", 60000)
 		require.NoError(t, err)
 	}
-	got := make(chan error, 1)
-	go func() {
-		lease, err := newMutex(t, waiterC, name, distlock.WithRetry(slowRetry)).Lock(context.Background())
-		if err == nil {
-			err = lease.Unlock(context.Background())
-		}
-		got <- err
-	}()
+	got := lockAsync(context.Background(), newMutex(t, waiterC, name, distlock.WithRetry(slowRetry)))
 	waitSubscribed(t, servers, name)
 	require.NoError(t, servers[0].Restart())
 	_, err := servers[0].Do("SET", name, "someone-else", "PX", 60000)
@@ -164,14 +151,10 @@ func TestNoSubscriptionOutlivesClose(t *testing.T) {
 	defer holder.Unlock(context.Background())
 
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		_, err := newMutex(t, c, name).Lock(ctx)
-		done <- err
-	}()
+	done := lockAsync(ctx, newMutex(t, c, name))
 	waitSubscribed(t, servers, name)
 	require.NoError(t, c.Close())
-	assert.ErrorIs(t, <-done, distlock.ErrClosed, "a waiting Lock ends with ErrClosed")
+	assert.ErrorIs(t, recv(t, done, "the waiting Lock"), distlock.ErrClosed, "a waiting Lock ends with ErrClosed")
 	cancel()
 	for _, s := range servers {
 		assert.Zero(t, numsub(t, s, distlock.KeyOf("release", name)), "no subscription left on %s", s.Addr())
