@@ -74,6 +74,10 @@ var (
 // decided by the others (fast quorum does not wait for it).
 var errNoAnswer = errors.New("no answer before the round was decided")
 
+// errNoAnswerByDeadline names a master that had not answered a renewal when
+// the lease reached its safety deadline.
+var errNoAnswerByDeadline = errors.New("no answer before the lease's safety deadline")
+
 // MasterError is the failure of one request on one master.
 type MasterError struct {
 	// Addr is the master's address as given to NewClient, without its

@@ -256,8 +256,10 @@ func TestRenewalErrorNamesEveryMaster(t *testing.T) {
 	assert.Equal(t, "extend", qe.Op)
 	require.Len(t, qe.Errors, 3-qe.Agreed, "%v", qe)
 	assert.Equal(t, proxies[0].Addr(), qe.Errors[0].Addr)
-	assert.ErrorContains(t, qe.Errors[0], "another owner")
 	assert.Equal(t, proxies[1].Addr(), qe.Errors[1].Addr)
+	// The round in flight at the deadline, or the last one decided: master
+	// 0 said "not ours" (or had not answered yet), master 1 never answered.
+	assert.Regexp(t, "another owner|no answer", qe.Errors[0].Error())
 }
 
 // TestQuorumErrorOps: every round reports one of the documented Op values.

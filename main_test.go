@@ -63,7 +63,7 @@ func run(m *testing.M) int {
 
 // testTimeout is the master timeout used by tests that inject faults: short
 // enough to keep them quick, long compared with a loopback round trip.
-const testTimeout = 200 * time.Millisecond
+const testTimeout = time.Second
 
 // newClient returns a Client over addrs, closed at the end of the test.
 func newClient(t testing.TB, addrs []string, opts ...distlock.ClientOption) *distlock.Client {

@@ -317,6 +317,12 @@ func (r *renewer) act(w *watch, now time.Time) {
 		r.loseLocked(w, ErrMaxHold)
 	case !now.Before(w.deadline):
 		cause := w.lastErr
+		if rd := w.round; rd != nil {
+			// The round in flight says most: who said no, who has not
+			// answered yet.
+			rd.t.stopped = errNoAnswerByDeadline
+			cause = rd.t.quorumError()
+		}
 		if cause == nil {
 			cause = errors.New("not extended")
 		}

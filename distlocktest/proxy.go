@@ -20,6 +20,7 @@ type Proxy struct {
 	blackhole   bool
 	dropReplies bool
 	conns       map[net.Conn]struct{}
+	lossy       map[net.Conn]bool // connections that lost data to a fault
 	closed      bool
 }
 
@@ -29,7 +30,7 @@ func StartProxy(target string) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Proxy{target: target, ln: ln, conns: make(map[net.Conn]struct{})}
+	p := &Proxy{target: target, ln: ln, conns: make(map[net.Conn]struct{}), lossy: make(map[net.Conn]bool)}
 	p.wg.Add(1)
 	go p.accept()
 	return p, nil
@@ -53,12 +54,38 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 func (p *Proxy) SetLatency(d time.Duration) { p.set(func() { p.latency = d }) }
 
 // SetBlackhole makes the proxy swallow all data in both directions while on:
-// connections stay open, nothing arrives. Swallowed data is lost.
-func (p *Proxy) SetBlackhole(on bool) { p.set(func() { p.blackhole = on }) }
+// connections stay open, nothing arrives. Swallowed data is lost; when the
+// blackhole is turned off, the connections that lost data are reset, as TCP
+// never resumes a stream with bytes missing (a client would otherwise read
+// replies out of step with its requests).
+func (p *Proxy) SetBlackhole(on bool) {
+	p.set(func() {
+		p.blackhole = on
+		p.resetLossy(on)
+	})
+}
 
 // SetDropReplies makes the proxy forward requests to the server but swallow
-// its replies while on: commands run, the client never hears of it.
-func (p *Proxy) SetDropReplies(on bool) { p.set(func() { p.dropReplies = on }) }
+// its replies while on: commands run, the client never hears of it. Turning
+// it off resets the connections that lost replies (see SetBlackhole).
+func (p *Proxy) SetDropReplies(on bool) {
+	p.set(func() {
+		p.dropReplies = on
+		p.resetLossy(on)
+	})
+}
+
+// resetLossy closes the connections that lost data, unless a fault is still
+// on. mu is held.
+func (p *Proxy) resetLossy(on bool) {
+	if on || p.blackhole || p.dropReplies {
+		return
+	}
+	for c := range p.lossy {
+		c.Close()
+	}
+	clear(p.lossy)
+}
 
 // ResetConns closes every open connection through the proxy.
 func (p *Proxy) ResetConns() {
@@ -102,6 +129,7 @@ func (p *Proxy) untrack(c net.Conn) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.conns, c)
+	delete(p.lossy, c)
 	c.Close()
 }
 
@@ -140,6 +168,9 @@ func (p *Proxy) pump(dst, src net.Conn, replies bool) {
 		if n > 0 {
 			p.mu.Lock()
 			latency, drop := p.latency, p.blackhole || (replies && p.dropReplies)
+			if drop {
+				p.lossy[src], p.lossy[dst] = true, true
+			}
 			p.mu.Unlock()
 			if latency > 0 {
 				time.Sleep(latency)
