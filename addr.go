@@ -34,6 +34,15 @@ func parseAddr(s string, cfg *clientConfig) (masterAddr, error) {
 	)
 	s = strings.TrimSpace(s)
 	shown := redact(s)
+	// part quotes a piece of the parsed address for a message, unless the
+	// address carries user-info: a password with an unescaped '/', '?' or
+	// '#' would make the pieces parts of the password.
+	part := func(x string) string {
+		if strings.Contains(s, "@") {
+			return ""
+		}
+		return fmt.Sprintf(" %q", x)
+	}
 	if s == "" {
 		return a, fmt.Errorf("invalid address: empty")
 	}
@@ -56,9 +65,9 @@ func parseAddr(s string, cfg *clientConfig) (masterAddr, error) {
 		case u.Opaque != "":
 			return a, fmt.Errorf("invalid address %q: want %s://[user:password@]host[:port][/db]", shown, u.Scheme)
 		case u.RawQuery != "" || u.ForceQuery:
-			return a, fmt.Errorf("invalid address %q: query %q is not accepted: only [user:password@]host[:port][/db] (set options with ClientOption)", shown, u.RawQuery)
+			return a, fmt.Errorf("invalid address %q: query%s is not accepted: only [user:password@]host[:port][/db] (set options with ClientOption)", shown, part(u.RawQuery))
 		case u.Fragment != "":
-			return a, fmt.Errorf("invalid address %q: fragment %q is not accepted: only [user:password@]host[:port][/db]", shown, u.Fragment)
+			return a, fmt.Errorf("invalid address %q: fragment%s is not accepted: only [user:password@]host[:port][/db]", shown, part(u.Fragment))
 		}
 		if u.User != nil {
 			if p, ok := u.User.Password(); ok {
@@ -85,7 +94,7 @@ func parseAddr(s string, cfg *clientConfig) (masterAddr, error) {
 		if p := strings.TrimPrefix(u.Path, "/"); p != "" {
 			n, err := strconv.Atoi(p)
 			if err != nil || n < 0 {
-				return a, fmt.Errorf("invalid address %q: database %q is not a non-negative number", shown, p)
+				return a, fmt.Errorf("invalid address %q: database%s is not a non-negative number", shown, part(p))
 			}
 			db = n
 		}
@@ -101,11 +110,11 @@ func parseAddr(s string, cfg *clientConfig) (masterAddr, error) {
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		return a, fmt.Errorf("invalid address %q: port %q is not in 1-65535", shown, port)
+		return a, fmt.Errorf("invalid address %q: port%s is not in 1-65535", shown, part(port))
 	}
 	host = strings.ToLower(host)
 	if ip, err := netip.ParseAddr(host); err == nil {
-		host = ip.String() // one spelling per address: ::1, not 0:0::1
+		host = ip.Unmap().String() // one spelling per address: ::1, not 0:0::1; 127.0.0.1, not ::ffff:127.0.0.1
 	}
 	a.network, a.address = "tcp", net.JoinHostPort(host, strconv.Itoa(n))
 	a.server, a.display = a.address, a.address
@@ -134,18 +143,15 @@ func (a masterAddr) withAuth(user, pass string, useTLS bool, cfg *clientConfig) 
 
 // redact returns s with the password of a URL's user-info replaced by
 // "xxxxx" (a lone user-info, redis-cli style, is a password too). It works
-// on the text, so it also hides the password of an address that does not
-// parse.
+// on the text, up to the last '@' (a host never has one, a password may, as
+// may '/', '?' and '#'), so it also hides the password of an address that
+// does not parse.
 func redact(s string) string {
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
 		return s
 	}
-	end := strings.IndexAny(rest, "/?#")
-	if end < 0 {
-		end = len(rest)
-	}
-	at := strings.LastIndex(rest[:end], "@")
+	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return s
 	}

@@ -36,6 +36,7 @@ type Client struct {
 	notifier *notifier     // release announcements for waiting Lock calls
 
 	closed    atomic.Bool
+	active    atomic.Int64 // rounds, acquisitions and releases in flight
 	closeOnce sync.Once
 }
 
@@ -151,6 +152,13 @@ func (c *Client) Close() error {
 		}
 		wg.Wait()
 		cancel()
+		// Rounds that were in flight when Close began (a Lock about to
+		// return, an Unlock) finish on open masters: a Lock that wins now
+		// releases what it took and returns ErrClosed.
+		deadline := time.Now().Add(c.timeout)
+		for c.active.Load() > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
 		for _, m := range c.masters {
 			wg.Add(1)
 			go func() {
@@ -174,7 +182,7 @@ func (c *Client) Close() error {
 func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...Option) error {
 	m, err := c.NewMutex(name, opts...)
 	if err != nil {
-		return err
+		return notAcquired(err, nil)
 	}
 	fnErr, endErr := m.withLease(ctx, func(ctx context.Context, _ *Lease) error { return fn(ctx) })
 	return errors.Join(fnErr, endErr)

@@ -28,7 +28,8 @@ func TestNewClientRejectsBadInput(t *testing.T) {
 		"bad port":                  {addrs: []string{"localhost:99999"}, want: `port "99999"`},
 		"bad scheme":                {addrs: []string{"http://localhost:6379"}, want: `scheme "http": must be redis, rediss or unix`},
 		"bad db":                    {addrs: []string{"redis://localhost:6379/x"}, want: `database "x"`},
-		"query":                     {addrs: []string{"redis://:hunter2@localhost:6379/0?timeout=1"}, want: `"redis://:xxxxx@localhost:6379/0?timeout=1": query "timeout=1" is not accepted: only [user:password@]host[:port][/db]`},
+		"query":                     {addrs: []string{"redis://localhost:6379/0?timeout=1"}, want: `"redis://localhost:6379/0?timeout=1": query "timeout=1" is not accepted: only [user:password@]host[:port][/db]`},
+		"query with password":       {addrs: []string{"redis://:hunter2@localhost:6379/0?timeout=1"}, want: `"redis://:xxxxx@localhost:6379/0?timeout=1": query is not accepted`},
 		"fragment":                  {addrs: []string{"redis://localhost:6379/0#x"}, want: `"redis://localhost:6379/0#x": fragment "x" is not accepted`},
 		"duplicate port spelling":   {addrs: []string{"127.0.0.1:6379", "127.0.0.1:06379"}, want: "masters[1]: duplicate master 127.0.0.1:6379 (same server as masters[0])"},
 		"duplicate ipv6 spelling":   {addrs: []string{"[::1]:6379", "redis://[0:0::1]:6379"}, want: "masters[1]: duplicate master [::1]:6379"},
@@ -165,5 +166,25 @@ func TestClosedClient(t *testing.T) {
 	_, err = m.TryLock(context.Background())
 	assert.ErrorIs(t, err, distlock.ErrClosed)
 	assert.ErrorIs(t, err, distlock.ErrNotAcquired)
-	assert.True(t, strings.Contains(err.Error(), masters[0]), err.Error())
+}
+
+// NewClient's error: redact stops looking for the '@' at the first of them.
+func TestPasswordNeverInErrors(t *testing.T) {
+	for _, addr := range []string{
+		"redis://user:se/cret@127.0.0.1:6379",
+		"redis://:se#cret@127.0.0.1:6379",
+		"redis://:se?cret@127.0.0.1:6379",
+		"redis://:1234?5678@127.0.0.1:6379",
+	} {
+		_, err := distlock.NewClient([]string{addr})
+		require.Error(t, err)
+		t.Logf("%s -> %v", addr, err)
+		assert.False(t, strings.Contains(err.Error(), "cret") || strings.Contains(err.Error(), "5678"), "password leaked: %v", err)
+	}
+}
+
+// counts twice toward the quorum.
+func TestDuplicateMappedIPv4(t *testing.T) {
+	_, err := distlock.NewClient([]string{"127.0.0.1:6379", "[::ffff:127.0.0.1]:6379", "127.0.0.2:6379"})
+	assert.Error(t, err, "one server counted twice toward the quorum")
 }

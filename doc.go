@@ -27,6 +27,24 @@
 // it, including one whose reply was lost. Unlock and Extend act only on keys
 // that still hold the lease's token.
 //
+// # Keys
+//
+// The lock key is the name itself. Every other key and channel the library
+// writes (the fencing counter, Guarded values, Election records, release
+// announcements) starts with "__distlock:", a prefix no lock name may use,
+// and carries the lock key's Redis Cluster hash tag, so every script touches
+// one slot. The README lists them.
+//
+// # Errors
+//
+// A failed acquisition matches ErrNotAcquired and its reason: ErrLocked, a
+// *QuorumError naming every master that did not agree, ctx.Err(), or
+// ErrPermanent when a master refused for a reason that retrying cannot fix
+// (credentials, ACL, database index, a key of another type). Lock retries
+// transient failures (timeouts, refused connections, LOADING, BUSY) until
+// its context ends, and stops at once when permanent failures alone leave no
+// quorum possible.
+//
 // # Safety caveats
 //
 // Redlock's guarantee rests on timing assumptions: that clocks on the

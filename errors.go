@@ -40,14 +40,17 @@ var (
 
 	// ErrPermanent is matched by a master's failure that retrying cannot fix:
 	// the server refused the credentials or the command (WRONGPASS, NOAUTH,
-	// NOPERM), the database index is out of range, the key lives elsewhere
-	// (CROSSSLOT, MOVED, ASK), the lock key holds another type (WRONGTYPE), the
-	// master is a read-only replica (READONLY), or a script failed. Every other
-	// failure is transient and retried: refused or reset connections, timeouts,
-	// LOADING, BUSY, MASTERDOWN, TRYAGAIN, CLUSTERDOWN, OOM. When permanent
-	// failures alone leave no quorum possible, Lock, Do and the typed layers
-	// stop at once; while a quorum is still possible they go on, and the
-	// refusing master is named in every *QuorumError.
+	// NOPERM, AUTH without a password configured, an unknown command, scripts
+	// that cannot be loaded), the database index is out of range, the key
+	// lives elsewhere (CROSSSLOT, MOVED, ASK), the lock key holds another type
+	// (WRONGTYPE), the master is a read-only replica (READONLY), or a script
+	// failed. Every other failure is transient and retried: refused or reset
+	// connections, timeouts, and every other error reply (LOADING, BUSY,
+	// MASTERDOWN, TRYAGAIN, CLUSTERDOWN, OOM, MISCONF, NOREPLICAS, "max
+	// number of clients reached", ...). When permanent failures alone leave
+	// no quorum possible, Lock, Do and the typed layers stop at once; while a
+	// quorum is still possible they go on, and the refusing master is named in
+	// every *QuorumError.
 	ErrPermanent = errors.New("distlock: permanent failure")
 
 	// ErrClosed is returned for work submitted to a Client after Close, and is
@@ -77,6 +80,17 @@ var errNoAnswer = errors.New("no answer before the round was decided")
 // errNoAnswerByDeadline names a master that had not answered a renewal when
 // the lease reached its safety deadline.
 var errNoAnswerByDeadline = errors.New("no answer before the lease's safety deadline")
+
+// errNotSent marks a command failed before it was sent: the master was
+// already suspected down. Its message is the cause's.
+var errNotSent = errors.New("not sent")
+
+// notSentError is a failure before sending; errors.Is(err, errNotSent).
+type notSentError struct{ err error }
+
+func (e notSentError) Error() string        { return e.err.Error() }
+func (e notSentError) Unwrap() error        { return e.err }
+func (e notSentError) Is(target error) bool { return target == errNotSent }
 
 // MasterError is the failure of one request on one master.
 type MasterError struct {
@@ -151,23 +165,28 @@ func notAcquired(cause, ctxErr error) error {
 	}
 }
 
-// transientReplies are the error replies that a retry can outlive. Every
-// other error reply is permanent (see ErrPermanent).
-var transientReplies = []string{"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "OOM", "NOSCRIPT"}
+// permanentReplies are the starts of the error replies that retrying cannot
+// fix (see ErrPermanent); every other error reply is transient.
+var permanentReplies = []string{
+	"WRONGPASS", "NOAUTH", "NOPERM", "CROSSSLOT", "MOVED ", "ASK ", "WRONGTYPE", "READONLY",
+	"ERR DB index", "ERR invalid DB index", "ERR invalid password", "ERR AUTH", "ERR Client sent AUTH",
+	"ERR unknown command", "ERR user_script", "ERR Error running script", "ERR Error compiling script",
+	"ERR value is not an integer", // a fencing counter or Guarded token that is not a number
+}
 
 // classifyErr returns err, wrapped with ErrPermanent when it is an error reply
-// that retrying cannot fix. Network failures, timeouts and the library's own
-// errors are transient.
+// that retrying cannot fix. Network failures, timeouts, the library's own
+// errors and every other error reply are transient.
 func classifyErr(err error) error {
 	var re redis.Error
 	if err == nil || errors.Is(err, ErrPermanent) || !errors.As(err, &re) {
 		return err
 	}
 	msg := string(re)
-	for _, p := range transientReplies {
-		if strings.HasPrefix(msg, p) {
-			return err
+	for _, p := range permanentReplies {
+		if strings.HasPrefix(msg, p) || strings.Contains(msg, " script: ") {
+			return fmt.Errorf("%w: %w", ErrPermanent, err)
 		}
 	}
-	return fmt.Errorf("%w: %w", ErrPermanent, err)
+	return err
 }

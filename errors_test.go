@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -293,4 +294,119 @@ func TestQuorumErrorOps(t *testing.T) {
 	_, _, err = e.Leader(context.Background())
 	assert.Equal(t, "leader", op(err))
 	assert.Equal(t, "release", op(lease.Unlock(context.Background())))
+}
+
+// after master 0 and master 1 and Unlock reports a *QuorumError.
+func TestUnlockFastQuorumKeepsOutcome(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	m := newMutex(t, c, name)
+	lease, err := m.Lock(context.Background())
+	require.NoError(t, err)
+
+	_, err = servers[1].Do("DEL", name) // master 1 restarted / lost the key
+	require.NoError(t, err)
+	proxies[2].SetLatency(50 * time.Millisecond) // master 2 answers, a bit later
+	require.NoError(t, servers[0].Kill())        // master 0 is down
+
+	err = lease.Unlock(context.Background())
+	require.NoError(t, err, "master 1 (missing) + master 2 (deleted) are a quorum that our token is gone")
+}
+
+// gives up at once instead of waiting for a connection slot.
+func TestMaxClientsIsTransient(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3, "--maxclients", "2", "--requirepass", "pw")
+	// Fill masters 0 and 1.
+	var held []net.Conn
+	for _, s := range servers[:2] {
+		for range 2 {
+			conn, err := net.Dial("tcp", s.Addr())
+			require.NoError(t, err)
+			_, err = conn.Write([]byte("AUTH pw\r\n"))
+			require.NoError(t, err)
+			buf := make([]byte, 64)
+			_, _ = conn.Read(buf)
+			held = append(held, conn)
+		}
+	}
+	c := newClient(t, distlocktest.Addrs(servers), distlock.WithMasterTimeout(testTimeout), distlock.WithPassword("pw"))
+	m := newMutex(t, c, lockName(t))
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		for _, conn := range held {
+			conn.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	lease, err := m.Lock(ctx)
+	if err != nil {
+		t.Logf("Lock failed after %v: %v (ErrPermanent: %v)", time.Since(start), err, errors.Is(err, distlock.ErrPermanent))
+	}
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(context.Background()))
+}
+
+// situation, loses the lease at once).
+func TestTokenNotOursEndsLease(t *testing.T) {
+	servers, c := cluster(t, 3)
+	name := lockName(t)
+	m := newMutex(t, c, name, distlock.WithTTL(30*time.Second))
+	lease, err := m.Lock(context.Background())
+	require.NoError(t, err)
+	for _, s := range servers[:2] {
+		_, err := s.Do("SET", name, "someone-else", "PX", 30000)
+		require.NoError(t, err)
+	}
+	_, err = lease.Token(context.Background())
+	require.ErrorIs(t, err, distlock.ErrNotHeld)
+	select {
+	case <-lease.Done():
+	default:
+		t.Errorf("Token said a quorum holds another owner's token, yet the lease is still held: Err=%v, Done open", lease.Err())
+	}
+	_ = lease.Unlock(context.Background())
+}
+
+// returned.
+func TestScriptsThatCannotBeLoaded(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3, "--user", "locker", "on", ">pw", "~*", "&*", "+@all", "-script")
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
+		addrs[i] = "redis://locker:pw@" + s.Addr()
+	}
+	c := newClient(t, addrs, distlock.WithMasterTimeout(testTimeout))
+	m := newMutex(t, c, lockName(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := m.Lock(ctx)
+	t.Logf("Lock: %v", err)
+	evalshas := func() int64 {
+		v, err := servers[0].Do("INFO", "commandstats")
+		require.NoError(t, err)
+		for _, line := range strings.Split(string(v.([]byte)), "\r\n") {
+			if strings.HasPrefix(line, "cmdstat_evalsha:") {
+				var calls int64
+				_, _ = fmt.Sscanf(strings.SplitN(strings.TrimPrefix(line, "cmdstat_evalsha:calls="), ",", 2)[0], "%d", &calls)
+				return calls
+			}
+		}
+		return 0
+	}
+	a := evalshas()
+	time.Sleep(500 * time.Millisecond)
+	b := evalshas()
+	t.Logf("EVALSHA calls on master 0 in 500ms after Lock returned: %d", b-a)
+	assert.ErrorIs(t, err, distlock.ErrPermanent)
+	assert.Less(t, b-a, int64(10), "releases re-sent in a loop")
+}
+
+// return when the lock was not acquired. Do after Close returns bare ErrClosed.
+func TestDoAfterCloseIsNotAcquired(t *testing.T) {
+	_, c := cluster(t, 1)
+	require.NoError(t, c.Close())
+	err := c.Do(context.Background(), lockName(t), func(context.Context) error { return nil })
+	require.ErrorIs(t, err, distlock.ErrClosed)
+	assert.ErrorIs(t, err, distlock.ErrNotAcquired)
 }

@@ -27,8 +27,8 @@ import (
 // Redlock), on the masters' clocks not going back across a restart, and on
 // fewer than one acquisition per microsecond. Token fails, with an error
 // matching ErrNotHeld, if the lease ended before the write-back finished or a
-// quorum answered that the lease is no longer ours; that token must not be
-// used. Other failures return a *QuorumError, and Token may be called again.
+// quorum answered that the lease is no longer ours (the lease is then lost:
+// Done closes); that token must not be used. Other failures return a *QuorumError, and Token may be called again.
 func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	if l == nil {
 		return 0, ErrNotHeld
@@ -43,7 +43,7 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	}
 	m := l.mutex
 	t := l.run(ctx, &fenceReadOp, []any{m.nameArg, m.fenceArg})
-	if err := t.err(ErrNotHeld); err != nil {
+	if err := l.refusedEnds(t); err != nil {
 		return 0, err
 	}
 	var token uint64
@@ -53,7 +53,7 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	}
 
 	t = l.run(ctx, &fenceWriteOp, []any{m.nameArg, m.fenceArg}, strconv.FormatUint(token, 10))
-	if err := t.err(ErrNotHeld); err != nil {
+	if err := l.refusedEnds(t); err != nil {
 		return 0, err
 	}
 	// The token is good only if the lease still held when the write-back

@@ -192,3 +192,60 @@ func TestGuardedCounter(t *testing.T) {
 	assert.Equal(t, procs*increments, v)
 	t.Logf("%d increments with %d master pauses", v, pauses.Load())
 }
+
+// token can equal an earlier holder's.
+func TestHealKeepsFencing(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(time.Second))
+	name := lockName(t)
+	fence := distlock.KeyOf("fence", name)
+	for i, v := range []int{100, 100, 50} {
+		_, err := servers[i].Do("SET", fence, v)
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	m := newMutex(t, c, name, distlock.WithTTL(30*time.Second), distlock.WithoutRenewal())
+
+	// L holds A and B; C is cut off.
+	proxies[2].SetBlackhole(true)
+	l, err := m.Lock(ctx)
+	require.NoError(t, err)
+	tokL, err := l.Token(ctx)
+	require.NoError(t, err)
+	require.NoError(t, l.Unlock(ctx))
+	proxies[2].SetBlackhole(false)
+
+	// M acquires on A and C while B is cut off.
+	proxies[1].SetBlackhole(true)
+	time.Sleep(300 * time.Millisecond) // C re-admitted by its probe
+	var lm *distlock.Lease
+	require.Eventually(t, func() bool {
+		lm, err = m.TryLock(ctx)
+		return err == nil
+	}, 5*time.Second, 50*time.Millisecond)
+	proxies[1].SetBlackhole(false)
+
+	// B comes back; an Extend heals M's key onto B (SET NX, no INCR). A is
+	// a little slow, so that B's "missing" is counted before the quorum.
+	proxies[0].SetLatency(150 * time.Millisecond)
+	require.Eventually(t, func() bool {
+		err := lm.Extend(ctx)
+		v, _ := servers[1].Do("GET", name)
+		t.Logf("extend: %v; B holds %v", err, v != nil)
+		return v != nil
+	}, 5*time.Second, 100*time.Millisecond)
+	proxies[0].SetLatency(0)
+	for i, s := range servers {
+		v, _ := s.Do("GET", fence)
+		t.Logf("fence counter on master %d: %s", i, v)
+	}
+
+	// A is slow: Token's fast quorum reads B and C.
+	proxies[0].SetLatency(150 * time.Millisecond)
+	tokM, err := lm.Token(ctx)
+	require.NoError(t, err)
+	proxies[0].SetLatency(0)
+	t.Logf("earlier holder's token %d, later holder's token %d", tokL, tokM)
+	assert.Greater(t, tokM, tokL, "fencing token did not increase")
+	_ = lm.Unlock(ctx)
+}

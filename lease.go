@@ -54,10 +54,13 @@ var closedChan = func() chan struct{} {
 	return ch
 }()
 
-// newLease returns a held lease and hands it to the Client's watchdog.
+// newLease returns a held lease and hands it to the Client's watchdog, or
+// nil if the Client was closed meanwhile.
 func newLease(m *Mutex, token any, until time.Time) *Lease {
 	l := &Lease{mutex: m, token: token, until: until}
-	m.client.renewer.add(l)
+	if !m.client.renewer.add(l) {
+		return nil
+	}
 	return l
 }
 
@@ -155,7 +158,7 @@ func (l *Lease) renewed(until time.Time) {
 // releaseOp: release.lua answers 1 + the number of subscribers its
 // announcement reached when it deleted our key, 0 when the key is gone, -1
 // when it holds another owner's token.
-var releaseOp = op{name: "release", script: releaseScript, resend: true, judge: judgeDone(errMissing, errOtherOwner)}
+var releaseOp = op{name: "release", script: releaseScript, gone: true, resend: true, judge: judgeDone(errMissing, errOtherOwner)}
 
 // Unlock ends the lease and deletes the lock's key on every master where it
 // still holds this lease's token (never another owner's key). Done is closed
@@ -173,6 +176,9 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	if l == nil {
 		return ErrNotHeld
 	}
+	c := l.mutex.client
+	c.active.Add(1) // Close waits for this release before it closes the masters
+	defer c.active.Add(-1)
 	l.mu.Lock()
 	if l.released {
 		l.mu.Unlock()
@@ -183,7 +189,7 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.mu.Unlock()
 	// Stop the watchdog first: after this, no extension of this lease is
 	// sent, and any sent before runs before the release on every master.
-	l.mutex.client.renewer.remove(l.w)
+	c.renewer.remove(l.w)
 	l.end(nil)
 
 	err := l.mutex.release(ctx, l.token)
@@ -247,22 +253,35 @@ func (l *Lease) Extend(ctx context.Context) error {
 	var t tally
 	t.init(c, &extendOp, m.name)
 	t0 := c.clock.Now()
-	t.run(ctx, []any{m.nameArg, l.token, m.ttlArg})
+	// Replies that come after the round is decided (fast quorum) go to the
+	// watchdog, which heals a master that answers that the key is missing.
+	sink := newLateSink(t.n, func(r reply) { c.renewer.late(l.w, r) })
+	t.runOn(ctx, []any{m.nameArg, l.token, m.ttlArg}, sink, sink.ch)
 	until := t0.Add(m.cfg.ttl - m.cfg.drift())
+	won := t.won() && c.clock.Now().Before(until)
+	defer sink.decided(won)
 	switch {
-	case t.won() && c.clock.Now().Before(until):
+	case won:
 		if !c.renewer.extended(l.w, until, missing(&t)) {
 			return fmt.Errorf("%w: %q: the lease ended during Extend", ErrNotHeld, m.name)
 		}
 		return nil
 	case t.won():
 		return fmt.Errorf("%w: extend %q: the round took %v", ErrNoValidity, m.name, c.clock.Since(t0))
-	case t.refused():
-		err := fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError())
-		c.renewer.lose(l.w, err)
-		return err
 	}
-	return t.quorumError()
+	return l.refusedEnds(&t)
+}
+
+// refusedEnds returns the error of a round that acts for this lease, or nil
+// if it won. When a quorum answered that the key is not ours, the lease is
+// lost (as the watchdog would find at its next renewal) and the error
+// matches ErrNotHeld.
+func (l *Lease) refusedEnds(t *tally) error {
+	err := t.err(ErrNotHeld)
+	if err != nil && t.refused() {
+		l.mutex.client.renewer.lose(l.w, err)
+	}
+	return err
 }
 
 // missing returns the masters of an extend round that answered that the key

@@ -183,6 +183,11 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 		return nil, 0, err
 	}
 	c := m.client
+	if c.closed.Load() {
+		return nil, 0, ErrClosed
+	}
+	c.active.Add(1) // Close lets the round and its clean-up finish
+	defer c.active.Add(-1)
 	token := any(newToken()) // boxed once, for every round of this lease
 	var t tally
 	t.init(c, &acquireOp, m.name)
@@ -193,7 +198,11 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 	until := t0.Add(m.cfg.ttl - m.cfg.drift())
 	now := c.clock.Now()
 	if t.stopped == nil && t.won() && now.Before(until) {
-		return newLease(m, token, until), 0, nil
+		if l := newLease(m, token, until); l != nil {
+			return l, 0, nil
+		}
+		m.cleanUp(token, &t) // Close came first: release what we took
+		return nil, 0, ErrClosed
 	}
 	m.cleanUp(token, &t)
 	// The soonest expiry of another owner's key: t.lo is the smallest PTTL
@@ -229,10 +238,10 @@ func (m *Mutex) cleanUp(token any, acq *tally) {
 	var t tally
 	t.init(c, &cleanUpOp, m.name)
 	for i := range acq.n {
-		switch acq.vote(i) {
-		case voteNo:
-			t.setVote(i, notSent)
-		case pending:
+		switch {
+		case acq.vote(i) == voteNo, errors.Is(acq.errOf(i), errNotSent):
+			t.setVote(i, notSent) // nothing of ours was set there
+		case acq.vote(i) == pending:
 			t.setVote(i, notAwaited)
 		}
 	}

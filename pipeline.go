@@ -123,7 +123,7 @@ func (m *master) submit(c *command) {
 	}
 	if down := m.down; down != nil {
 		m.mu.RUnlock()
-		m.fail(c, down)
+		m.fail(c, notSentError{down})
 		return
 	}
 	select {
@@ -203,8 +203,14 @@ func (m *master) readmit() {
 	deferred := m.deferred
 	m.deferred = nil
 	m.mu.Unlock()
+	// Not through submit: a full queue would drop them. The writer drains
+	// the queue, so this waits at most for it to make room, or for Close.
 	for _, c := range deferred {
-		m.submit(c)
+		select {
+		case m.queue <- c:
+		case <-m.closing:
+			return
+		}
 	}
 }
 
@@ -290,7 +296,7 @@ func (m *master) writeLoop() {
 			}
 		}
 		if err := m.downErr(); err != nil {
-			m.failAll(batch, err)
+			m.failAll(batch, notSentError{err})
 			continue
 		}
 		if p != nil && p.isDead() {
@@ -301,7 +307,7 @@ func (m *master) writeLoop() {
 			var err error
 			if p, err = m.connect(); err != nil {
 				m.markDown(err)
-				m.failAll(batch, cmp.Or(m.downErr(), err))
+				m.failAll(batch, notSentError{cmp.Or(m.downErr(), err)})
 				continue
 			}
 		}
@@ -353,11 +359,12 @@ func (m *master) connect() (*pipe, error) {
 // the reader receives their replies in order.
 type pipe struct {
 	conn     redis.Conn
-	sent     chan []*command // flushed batches, in order, awaiting replies
-	free     chan []*command // batches the reader is done with, for reuse
-	dead     chan struct{}   // closed by the reader when the connection failed
-	done     chan struct{}   // closed when the reader exits
-	needLoad atomic.Bool     // send SCRIPT LOAD before the next batch
+	sent     chan []*command       // flushed batches, in order, awaiting replies
+	free     chan []*command       // batches the reader is done with, for reuse
+	dead     chan struct{}         // closed by the reader when the connection failed
+	done     chan struct{}         // closed when the reader exits
+	needLoad atomic.Bool           // send SCRIPT LOAD before the next batch
+	loadErr  atomic.Pointer[error] // why the last SCRIPT LOAD failed; nil when it worked
 }
 
 // batchSlice returns an empty slice for a batch, reused when one is free.
@@ -387,7 +394,7 @@ func (p *pipe) write(batch []*command) error {
 		// replies that belong to the reader); their replies are discarded.
 		loads := make([]*command, 0, len(scriptSources)+len(batch))
 		for _, src := range scriptSources {
-			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}})
+			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}, reply: loadSink{p}})
 		}
 		batch = append(loads, batch...)
 	}
@@ -441,7 +448,14 @@ func (p *pipe) readLoop(m *master) {
 				// sent again only if running it late is harmless (a release);
 				// the others fail, and their round's retry takes over: an
 				// acquire sent again here could land after its own release.
+				// If loading failed (an ACL without SCRIPT LOAD), NOSCRIPT
+				// will not go away: the command fails with the load's error
+				// (permanent), and nothing is sent again.
 				p.needLoad.Store(true)
+				if le := p.loadErr.Load(); le != nil {
+					c.deliver(nil, fmt.Errorf("the scripts cannot be loaded: %w", *le))
+					continue
+				}
 				if c.resend {
 					m.submit(c)
 					continue
@@ -454,6 +468,18 @@ func (p *pipe) readLoop(m *master) {
 		case p.free <- batch[:0]:
 		default:
 		}
+	}
+}
+
+// loadSink records whether a SCRIPT LOAD sent on p worked. Its replies come
+// before those of the commands sent after it, on the same reader.
+type loadSink struct{ p *pipe }
+
+func (s loadSink) put(r reply) {
+	if r.err != nil {
+		s.p.loadErr.Store(&r.err)
+	} else {
+		s.p.loadErr.Store(nil)
 	}
 }
 

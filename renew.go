@@ -109,6 +109,7 @@ type renewRound struct {
 	t0   time.Time
 	t    tally
 	done bool // decided, or abandoned by Unlock
+	won  bool // decided as extended in time
 }
 
 func newRenewer(c *Client) *renewer {
@@ -131,8 +132,8 @@ func (r *renewer) put(rep reply) {
 }
 
 // add starts watching a lease that was just acquired, before it is handed
-// to its caller.
-func (r *renewer) add(l *Lease) {
+// to its caller. It reports false, and watches nothing, after close.
+func (r *renewer) add(l *Lease) bool {
 	cfg := &l.mutex.cfg
 	acquired := l.until.Add(cfg.drift() - cfg.ttl) // the start of the acquire round
 	l.wd = watch{lease: l, m: l.mutex, token: l.token, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
@@ -147,8 +148,7 @@ func (r *renewer) add(l *Lease) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		r.loseLocked(w, ErrClosed)
-		return
+		return false
 	}
 	heap.Push(&r.heap, w)
 	if !r.started {
@@ -159,6 +159,7 @@ func (r *renewer) add(l *Lease) {
 	if r.armedAt.IsZero() || w.next().Before(r.armedAt) {
 		r.poke()
 	}
+	return true
 }
 
 // remove stops watching w's lease (Unlock). After it returns no extension
@@ -192,19 +193,42 @@ func (r *renewer) extended(w *watch, until time.Time, missing []int) bool {
 	return true
 }
 
+// healLate heals master idx of w's lease when its late answer to a won
+// extension round was that the key is missing, and the lease is still
+// watched. mu is held.
+func (r *renewer) healLate(w *watch, idx int, val any, err error) {
+	if v, ok := val.(int64); ok && err == nil && v == replyMissing && w.index >= 0 {
+		r.heal(w, []int{idx})
+	}
+}
+
 // heal sets w's key again, only if absent, on the masters where an extension
 // that reached a quorum found it missing (a master that restarted, or that
 // never got the acquire): the lease regains its full fault tolerance. It
 // cannot take a key from anyone: SET NX fails where another owner holds it.
+// It runs acquire.lua, so the fencing counter there moves as it does for an
+// acquisition.
 // mu is held, so a heal is never sent after Unlock's release.
 func (r *renewer) heal(w *watch, masters []int) {
 	if len(masters) == 0 {
 		return
 	}
-	args := []any{w.m.nameArg, w.token, "NX", "PX", w.m.ttlArg}
+	// acquire.lua, as an acquisition on that master: SET NX, and the fencing
+	// counter incremented if it exists, so a later Token read there is above
+	// every earlier holder's token (see Lease.Token).
+	args := acquireScript.evalsha(w.m.nameArg, w.m.fenceArg, w.token, w.m.ttlArg)
 	for _, i := range masters {
-		r.c.masters[i].submit(&command{name: "SET", args: args, idx: i})
+		r.c.masters[i].submit(&command{script: acquireScript, args: args, idx: i})
 	}
+}
+
+// late receives a reply of an extension round of w that arrived after the
+// round was decided (fast quorum); a master answering that the key is
+// missing is healed while the lease is held. It is called by the pipeline's
+// goroutines: it only queues the reply for the loop.
+func (r *renewer) late(w *watch, rep reply) {
+	rep.tag = w
+	r.put(rep)
 }
 
 // lose declares w's lease lost for reason (an Extend that found the key
@@ -371,6 +395,10 @@ func (r *renewer) sendRounds() {
 // onReply splits one master's answer to an extend_many.lua call among the
 // rounds of its keys. mu is held.
 func (r *renewer) onReply(rep reply) {
+	if w, ok := rep.tag.(*watch); ok { // a late reply to Lease.Extend
+		r.healLate(w, rep.idx, rep.val, rep.err)
+		return
+	}
 	chunk := rep.tag.(*renewChunk)
 	vals, isArray := rep.val.([]any)
 	if rep.err == nil && (!isArray || len(vals) != len(chunk.rounds)) {
@@ -389,6 +417,9 @@ func (r *renewer) onReply(rep reply) {
 // reschedules or loses the lease. mu is held.
 func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 	if rd.done {
+		if rd.won {
+			r.healLate(rd.w, idx, val, err)
+		}
 		return
 	}
 	t := &rd.t
@@ -401,6 +432,7 @@ func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 		now := r.clk.Now()
 		until := rd.t0.Add(cfg.ttl - cfg.drift())
 		if now.Before(until) {
+			rd.won = true // heal the masters that answer "missing" late too
 			w.lease.renewed(until)
 			w.deadline = until.Add(-cfg.safetyMargin())
 			w.renewAt = rd.t0.Add(cfg.interval())

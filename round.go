@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 )
 
 // The round engine: every quorum operation of the library (acquire, its
@@ -28,6 +29,12 @@ type op struct {
 	// all: the round is decided when every master answered or failed (each
 	// bounded by the master timeout), not as soon as the outcome is known.
 	all bool
+	// gone: a "no" also means the work is done (release: the key is gone
+	// already). The round ends at a quorum of yes, at a quorum of no
+	// (refused), when too many failed for yes and no together to reach a
+	// quorum, or when every master answered; so no early end changes whether
+	// the key is gone on a quorum.
+	gone bool
 	// resend: running the command late or twice is harmless (a release). A
 	// master that was down gets it again when it answers, so a command stuck
 	// in a stalled server's buffers cannot leave a key behind.
@@ -186,9 +193,17 @@ func (t *tally) decided() bool {
 			return true
 		}
 	}
-	if !t.o.all {
-		return t.won() || t.impossible()
+	switch {
+	case t.o.all:
+		return t.complete()
+	case t.o.gone:
+		return t.won() || t.refused() || t.failed > t.n-t.q || t.complete()
 	}
+	return t.won() || t.impossible()
+}
+
+// complete: every master that the round waits for has voted.
+func (t *tally) complete() bool {
 	for i := range t.n {
 		if t.vote(i) == pending {
 			return false
@@ -271,7 +286,16 @@ func (t *tally) quorumError() *QuorumError {
 // and counts the replies into t until the round is decided or ctx ends (then
 // t.stopped is ctx's error).
 func (t *tally) run(ctx context.Context, args []any) {
-	replies := t.c.send(t.o, args, t)
+	replies := make(replyChan, t.n)
+	t.runOn(ctx, args, replies, replies)
+}
+
+// runOn runs the round as run does, with the replies going to sink and read
+// from replies (which sink feeds until the round is decided).
+func (t *tally) runOn(ctx context.Context, args []any, sink replySink, replies replyChan) {
+	t.c.active.Add(1) // Close lets the rounds in flight finish
+	defer t.c.active.Add(-1)
+	t.c.send(t.o, args, t, sink)
 	for !t.decided() {
 		select {
 		case r := <-replies:
@@ -283,11 +307,10 @@ func (t *tally) run(ctx context.Context, args []any) {
 }
 
 // send submits o with args to every master that t does not leave out
-// (notSent), and returns the channel on which their replies arrive, tagged
-// with the master's index. The channel holds one reply per master, so the
-// pipeline never blocks on a round that stopped listening.
-func (c *Client) send(o *op, args []any, t *tally) replyChan {
-	replies := make(replyChan, len(c.masters))
+// (notSent); their replies go to sink, tagged with the master's index. A
+// replyChan sink holds one reply per master, so the pipeline never blocks
+// on a round that stopped listening.
+func (c *Client) send(o *op, args []any, t *tally, replies replySink) {
 	cmds, full := c.newRound(o, args)
 	for i, ms := range c.masters {
 		if t.vote(i) == notSent {
@@ -296,7 +319,48 @@ func (c *Client) send(o *op, args []any, t *tally) replyChan {
 		cmds[i] = command{script: o.script, name: o.cmd, args: full, idx: i, reply: replies, resend: o.resend}
 		ms.submit(&cmds[i])
 	}
-	return replies
+}
+
+// lateSink feeds a round's replies to the round until it is decided, and
+// hands the later ones, which the round no longer reads, to late.
+type lateSink struct {
+	mu   sync.Mutex
+	ch   replyChan
+	done bool
+	late func(reply) // called by the pipeline's goroutines: must not block
+}
+
+func newLateSink(n int, late func(reply)) *lateSink {
+	return &lateSink{ch: make(replyChan, n), late: late}
+}
+
+func (s *lateSink) put(r reply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done {
+		s.late(r)
+		return
+	}
+	s.ch <- r
+}
+
+// decided ends the round: the replies it did not read, and every later one,
+// go to late if keep, and are dropped otherwise.
+func (s *lateSink) decided(keep bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.done = true
+	if !keep {
+		s.late = func(reply) {}
+	}
+	for {
+		select {
+		case r := <-s.ch:
+			s.late(r)
+		default:
+			return
+		}
+	}
 }
 
 // roundBuf holds a round's commands and their shared arguments in one

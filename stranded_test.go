@@ -151,3 +151,51 @@ func TestRenewalHealsRestartedMaster(t *testing.T) {
 	assert.NoError(t, lease.Err(), "held on 2 of 3 masters")
 	require.NoError(t, lease.Unlock(context.Background()))
 }
+
+// TestExtendHeals: a manual Extend sets the key again where it was missing.
+func TestExtendHeals(t *testing.T) {
+	servers, c := cluster(t, 3)
+	name := lockName(t)
+	lease, err := newMutex(t, c, name, distlock.WithoutRenewal(), distlock.WithTTL(time.Minute)).TryLock(context.Background())
+	require.NoError(t, err)
+	eventuallyHolders(t, servers, name, 3, "acquired everywhere")
+	_, err = servers[1].Do("DEL", name)
+	require.NoError(t, err)
+	require.NoError(t, lease.Extend(context.Background()))
+	eventuallyHolders(t, servers, name, 3, "Extend set it again")
+	require.NoError(t, lease.Unlock(context.Background()))
+	eventuallyHolders(t, servers, name, 0, "released everywhere")
+}
+
+// the masters: Close neither released them nor stopped Lock.
+func TestLockRacingClose(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	m := newMutex(t, c, name, distlock.WithTTL(30*time.Second))
+	for _, p := range proxies {
+		p.SetLatency(60 * time.Millisecond)
+	}
+	type res struct {
+		l   *distlock.Lease
+		err error
+	}
+	done := make(chan res, 1)
+	go func() {
+		l, err := m.Lock(context.Background())
+		done <- res{l, err}
+	}()
+	time.Sleep(30 * time.Millisecond) // the acquire is on the wire
+	require.NoError(t, c.Close())
+	r := <-done
+	for _, p := range proxies {
+		p.SetLatency(0)
+	}
+	if r.err == nil {
+		t.Logf("Lock returned a lease after Close: lease.Err() = %v; Unlock: %v", r.l.Err(), r.l.Unlock(context.Background()))
+	}
+	t.Logf("holders after Close: %d", holders(t, servers, name))
+	assert.Equal(t, 0, holders(t, servers, name), "keys left behind after Close")
+	if r.err == nil {
+		assert.NoError(t, r.l.Err(), "Lock returned nil error but the lease is already lost")
+	}
+}
