@@ -124,10 +124,12 @@ func newClient(cfg *clientConfig, n int) *Client {
 // masters, so other processes need not wait for the keys to expire: the
 // leases' Done channels close and their Err matches ErrLeaseLost and
 // ErrClosed. The releases' answers are awaited for at most the master
-// timeout (WithMasterTimeout). A master that is suspected down gets one more
-// try (one dial and one master timeout) to receive the releases kept for it.
-// Then Close stops the Client's goroutines, waits for them, including the
-// WithOnLost callbacks, and closes the pools it built. Later calls on the
+// timeout (WithMasterTimeout), and so are the rounds already in flight when
+// Close began (a Lock that wins then releases what it took and returns
+// ErrClosed). A master that is suspected down gets one more try (a dial and
+// a master timeout, for every such master at once) to receive the releases
+// kept for it. Then Close stops the Client's goroutines, waits for them,
+// including the WithOnLost callbacks, and closes the pools it built. Later calls on the
 // Client, its mutexes and its leases return errors matching ErrClosed
 // (Unlock and Extend of an ended lease: ErrNotHeld). Close is idempotent and
 // returns nil.
@@ -177,8 +179,10 @@ func (c *Client) Close() error {
 // Do locks name (waiting as Lock does), runs fn, and unlocks. fn's context
 // is cancelled when ctx ends or when the lease is lost; Do then returns fn's
 // error joined with the lease's error (matching ErrLeaseLost). If the lock is
-// not acquired, fn does not run and Do returns Lock's error. The unlock runs
-// even if ctx has ended; its error, if any, is joined to fn's.
+// not acquired, fn does not run and Do returns Lock's error; invalid options
+// and a closed Client are reported the same way, matching ErrNotAcquired too.
+// The unlock runs even if ctx has ended; its error, if any, is joined to
+// fn's.
 func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...Option) error {
 	m, err := c.NewMutex(name, opts...)
 	if err != nil {

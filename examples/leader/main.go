@@ -1,8 +1,11 @@
 // Command leader runs a leader-election loop: three candidates (each with its
 // own Client, as if on three machines) campaign for one Election; an observer
 // prints each new leader as it is announced. Every two seconds the leader's
-// process "dies" (its Client is closed, without resigning) and a new
-// candidate joins: a new leader takes over within about one TTL.
+// machine "crashes": each candidate reaches the masters through its own
+// fault-injecting proxies, and the leader's are cut off, so it neither
+// resigns nor releases. Its watchdog tells it that it lost the lease before
+// the keys expire, a new leader takes over within about one TTL, and a new
+// candidate joins.
 //
 //	go run ./examples/leader                          # starts 3 local redis-servers
 //	go run ./examples/leader -masters a:6379,b:6379,c:6379
@@ -73,17 +76,25 @@ func main() {
 	}()
 
 	var mu sync.Mutex
-	clients := map[string]*distlock.Client{}
+	links := map[string][]*distlocktest.Proxy{} // each candidate's way to the masters
 	leaders := make(chan string, 8)
 	candidate := func(i int) {
 		id := fmt.Sprintf("node-%d", i)
-		c, err := distlock.NewClient(addrs, distlock.WithMasterTimeout(200*time.Millisecond))
+		var proxied []string
+		for _, a := range addrs {
+			p, err := distlocktest.StartProxy(a)
+			if err != nil {
+				log.Fatal(err)
+			}
+			mu.Lock()
+			links[id] = append(links[id], p)
+			mu.Unlock()
+			proxied = append(proxied, p.Addr())
+		}
+		c, err := distlock.NewClient(proxied, distlock.WithMasterTimeout(200*time.Millisecond))
 		if err != nil {
 			log.Fatal(err)
 		}
-		mu.Lock()
-		clients[id] = c
-		mu.Unlock()
 		e, err := distlock.NewElection[Node](c, name, nil, opts...)
 		if err != nil {
 			log.Fatal(err)
@@ -107,9 +118,11 @@ func main() {
 	for k := range *kills {
 		leader := <-leaders
 		time.Sleep(2 * time.Second)
-		say("killing %s's process (no resign)", leader)
+		say("%s crashes: cut off from every master (no resign, no release)", leader)
 		mu.Lock()
-		clients[leader].Close()
+		for _, p := range links[leader] {
+			p.SetBlackhole(true)
+		}
 		mu.Unlock()
 		candidate(4 + k)
 	}
@@ -117,4 +130,9 @@ func main() {
 	time.Sleep(500 * time.Millisecond)
 	cancel()
 	wg.Wait()
+	for _, ps := range links {
+		for _, p := range ps {
+			p.Close()
+		}
+	}
 }
