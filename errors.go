@@ -184,7 +184,7 @@ func classifyErr(err error) error {
 	}
 	msg := string(re)
 	for _, p := range permanentReplies {
-		if strings.HasPrefix(msg, p) || strings.Contains(msg, " script: ") {
+		if strings.HasPrefix(msg, p) { // errors raised in a script keep the command's prefix
 			return fmt.Errorf("%w: %w", ErrPermanent, err)
 		}
 	}

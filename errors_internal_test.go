@@ -28,6 +28,7 @@ func TestClassifyErr(t *testing.T) {
 		"WRONGTYPE":             {redis.Error("WRONGTYPE Operation against a key holding the wrong kind of value"), true},
 		"READONLY":              {redis.Error("READONLY You can't write against a read only replica."), true},
 		"script":                {redis.Error("ERR user_script:1: Script attempted to access nonexistent global variable 'x' script: 1234"), true},
+		"OOM in a script":       {redis.Error("OOM command not allowed when used memory > 'maxmemory'. script: 3192864c, on @user_script:16."), false},
 		"LOADING":               {redis.Error("LOADING Redis is loading the dataset in memory"), false},
 		"BUSY":                  {redis.Error("BUSY Redis is busy running a script."), false},
 		"MASTERDOWN":            {redis.Error("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."), false},

@@ -410,3 +410,61 @@ func TestDoAfterCloseIsNotAcquired(t *testing.T) {
 	require.ErrorIs(t, err, distlock.ErrClosed)
 	assert.ErrorIs(t, err, distlock.ErrNotAcquired)
 }
+
+// TestPermanentWithDownMaster: two of three masters refuse for good and
+// the third is down: the down master fails first in every round, and Lock
+// still stops at once instead of retrying until ctx ends.
+func TestPermanentWithDownMaster(t *testing.T) {
+	bad := distlocktest.NewServers(t, 2, "--requirepass", "right")
+	good := distlocktest.NewServer(t)
+	addrs := []string{good.Addr(), bad[0].Addr(), bad[1].Addr()}
+	require.NoError(t, good.Kill())
+	c := newClient(t, addrs, distlock.WithMasterTimeout(testTimeout))
+	m := newMutex(t, c, lockName(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := m.Lock(ctx)
+	assert.ErrorIs(t, err, distlock.ErrPermanent)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "Lock stops at once, not when ctx ends")
+	assert.Less(t, time.Since(start), 5*time.Second)
+}
+
+// TestReplicaIsPermanent: a master address that points at a read-only
+// replica refuses every write (READONLY): with a quorum of them, Lock stops.
+func TestReplicaIsPermanent(t *testing.T) {
+	primary := distlocktest.NewServer(t)
+	host, port, _ := strings.Cut(primary.Addr(), ":")
+	replicas := distlocktest.NewServers(t, 2, "--replicaof", host, port)
+	c := newClient(t, []string{primary.Addr(), replicas[0].Addr(), replicas[1].Addr()})
+	err := within(t, 10*time.Second, func() error {
+		_, err := newMutex(t, c, lockName(t)).Lock(context.Background())
+		return err
+	})
+	assert.ErrorIs(t, err, distlock.ErrPermanent)
+	assert.ErrorContains(t, err, "READONLY")
+}
+
+// TestOutOfMemoryIsTransient: a master out of memory (noeviction) refuses
+// the acquire with OOM, which can pass: Lock waits, and takes the lock once
+// the limit is raised.
+func TestOutOfMemoryIsTransient(t *testing.T) {
+	s := distlocktest.NewServer(t, "--maxmemory-policy", "noeviction")
+	c := newClient(t, []string{s.Addr()})
+	m := newMutex(t, c, lockName(t))
+	filler := strings.Repeat("x", 64<<10)
+	for i := range 32 { // 2 MB
+		_, err := s.Do("SET", fmt.Sprint("filler:", i), filler)
+		require.NoError(t, err)
+	}
+	_, err := s.Do("CONFIG", "SET", "maxmemory", "1mb") // now over the limit: every write is refused
+	require.NoError(t, err)
+	_, err = m.TryLock(context.Background())
+	require.ErrorContains(t, err, "OOM")
+	assert.NotErrorIs(t, err, distlock.ErrPermanent)
+	got := lockAsync(context.Background(), m)
+	silent(t, got, 300*time.Millisecond, "Lock returned while the master was out of memory")
+	_, err = s.Do("CONFIG", "SET", "maxmemory", "0") // the operator raises the limit
+	require.NoError(t, err)
+	require.NoError(t, recv(t, got, "Lock after memory was freed"))
+}

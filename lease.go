@@ -167,7 +167,8 @@ var releaseOp = op{name: "release", script: releaseScript, gone: true, resend: t
 // It returns nil when a quorum of masters confirmed that our token is gone
 // (deleted now, or no longer there). It returns an error matching ErrNotHeld
 // when the lease had already been unlocked or lost (Lease.Err then says why)
-// or when our token was missing on a majority; otherwise a *QuorumError (the
+// or when our token was missing on so many masters (more than N minus the
+// quorum) that no quorum held it; otherwise a *QuorumError (the
 // keys that could not be deleted expire with their TTL, and a master that
 // was down gets the release again when it answers). Except after a first
 // Unlock, the release goes out in every case, even if ctx is already done;
@@ -185,12 +186,14 @@ func (l *Lease) Unlock(ctx context.Context) error {
 		return fmt.Errorf("%w: %q: already unlocked", ErrNotHeld, l.mutex.name)
 	}
 	l.released = true
-	lostErr := l.err
 	l.mu.Unlock()
 	// Stop the watchdog first: after this, no extension of this lease is
 	// sent, and any sent before runs before the release on every master.
+	// Then the lease's end is settled: lost before (Err says why), or ended
+	// now by Unlock.
 	c.renewer.remove(l.w)
 	l.end(nil)
+	lostErr := l.Err()
 
 	err := l.mutex.release(ctx, l.token)
 	switch {

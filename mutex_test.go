@@ -391,7 +391,7 @@ func TestLeaseSignalsEndOnUnlock(t *testing.T) {
 	default:
 	}
 	require.NoError(t, lease.Unlock(context.Background()))
-	<-lease.Done()
+	recv(t, lease.Done(), "the lease ends")
 	<-ctx.Done()
 	assert.NoError(t, lease.Err(), "a clean Unlock is not an error")
 	assert.ErrorIs(t, context.Cause(ctx), context.Canceled)
@@ -426,7 +426,7 @@ func TestExtend(t *testing.T) {
 	}
 	err = lease.Extend(context.Background())
 	assert.ErrorIs(t, err, distlock.ErrNotHeld)
-	<-lease.Done()
+	recv(t, lease.Done(), "the lease ends")
 	assert.ErrorIs(t, lease.Err(), distlock.ErrLeaseLost)
 	assert.ErrorIs(t, context.Cause(lease.Context()), distlock.ErrLeaseLost)
 	assert.ErrorIs(t, lease.Unlock(context.Background()), distlock.ErrNotHeld, "a lost lease is not held")

@@ -393,8 +393,8 @@ func (p *pipe) write(batch []*command) error {
 		// Pipelined like any command (a synchronous SCRIPT LOAD would read
 		// replies that belong to the reader); their replies are discarded.
 		loads := make([]*command, 0, len(scriptSources)+len(batch))
-		for _, src := range scriptSources {
-			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}, reply: loadSink{p}})
+		for i, src := range scriptSources {
+			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}, reply: loadSink{p, i == 0}})
 		}
 		batch = append(loads, batch...)
 	}
@@ -471,15 +471,21 @@ func (p *pipe) readLoop(m *master) {
 	}
 }
 
-// loadSink records whether a SCRIPT LOAD sent on p worked. Its replies come
-// before those of the commands sent after it, on the same reader.
-type loadSink struct{ p *pipe }
+// loadSink records whether the SCRIPT LOADs sent on p together worked: the
+// first one's reply clears the last failure, any failure is kept. Their
+// replies come before those of the commands sent after them, on the same
+// reader.
+type loadSink struct {
+	p     *pipe
+	first bool
+}
 
 func (s loadSink) put(r reply) {
+	if s.first {
+		s.p.loadErr.Store(nil)
+	}
 	if r.err != nil {
 		s.p.loadErr.Store(&r.err)
-	} else {
-		s.p.loadErr.Store(nil)
 	}
 }
 

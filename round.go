@@ -198,8 +198,16 @@ func (t *tally) decided() bool {
 		return t.complete()
 	case t.o.gone:
 		return t.won() || t.refused() || t.failed > t.n-t.q || t.complete()
+	case t.won():
+		return true
+	case t.impossible():
+		// After a failure that retrying cannot fix, hear the rest (each
+		// bounded by the master timeout): whether the failure is final
+		// depends on how many more masters refuse the same way, and a
+		// master down fails at once, before any of them answers.
+		return t.permanent == 0 || t.final() || t.complete()
 	}
-	return t.won() || t.impossible()
+	return false
 }
 
 // complete: every master that the round waits for has voted.

@@ -40,7 +40,11 @@ var ErrNoRedis = errors.New("distlocktest: redis-server not found: install it (a
 // --requirepass is checked with AUTH and the same password.
 func StartServer(extra ...string) (*Server, error) {
 	bin := os.Getenv("DISTLOCK_REDIS_SERVER")
-	if bin == "" {
+	if bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			return nil, fmt.Errorf("%w (DISTLOCK_REDIS_SERVER: %v)", ErrNoRedis, err)
+		}
+	} else {
 		var err error
 		if bin, err = exec.LookPath("redis-server"); err != nil {
 			return nil, ErrNoRedis
