@@ -128,8 +128,9 @@ func newClient(cfg *clientConfig, n int) *Client {
 // Close began (a Lock that wins then releases what it took and returns
 // ErrClosed). A master that is suspected down gets one more try (a dial and
 // a master timeout, for every such master at once) to receive the releases
-// kept for it. Then Close stops the Client's goroutines, waits for them,
-// including the WithOnLost callbacks, and closes the pools it built. Later calls on the
+// kept for it. Then Close stops the Client's goroutines, waits for them (not
+// for WithOnLost callbacks, which may call Close themselves), and closes the
+// pools it built. Later calls on the
 // Client, its mutexes and its leases return errors matching ErrClosed
 // (Unlock and Extend of an ended lease: ErrNotHeld). Close is idempotent and
 // returns nil.
@@ -182,7 +183,7 @@ func (c *Client) Close() error {
 // not acquired, fn does not run and Do returns Lock's error; invalid options
 // and a closed Client are reported the same way, matching ErrNotAcquired too.
 // The unlock runs even if ctx has ended; its error, if any, is joined to
-// fn's.
+// fn's. If fn panics, Do unlocks and then panics again with the same value.
 func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Context) error, opts ...Option) error {
 	m, err := c.NewMutex(name, opts...)
 	if err != nil {
@@ -194,7 +195,9 @@ func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Contex
 
 // withLease locks m, runs fn under the lease, and unlocks (see Do). It
 // returns Lock's or fn's error, and apart from it how the lease ended: its
-// loss, or else Unlock's error.
+// loss, or else Unlock's error. If fn panics, the lock is released before
+// the panic goes on, unchanged: a caller that recovers (as net/http does for
+// a handler) leaves no lease behind for the watchdog to renew forever.
 func (m *Mutex) withLease(ctx context.Context, fn func(ctx context.Context, lease *Lease) error) (fnErr, endErr error) {
 	lease, err := m.Lock(ctx)
 	if err != nil {
@@ -202,14 +205,17 @@ func (m *Mutex) withLease(ctx context.Context, fn func(ctx context.Context, leas
 	}
 	fnCtx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
-	fnErr = fn(fnCtx, lease)
-	stop()
-	cancel(nil)
-	if lost := lease.Err(); lost != nil {
-		_ = lease.Unlock(context.WithoutCancel(ctx)) // clean what is left; the loss is the news
-		return fnErr, lost
-	}
-	return fnErr, lease.Unlock(context.WithoutCancel(ctx))
+	defer func() { // deferred, so that it runs when fn panics too
+		stop()
+		cancel(nil)
+		unlockErr := lease.Unlock(context.WithoutCancel(ctx))
+		if lost := lease.Err(); lost != nil {
+			endErr = lost // the loss is the news; Unlock cleaned what was left
+			return
+		}
+		endErr = unlockErr
+	}()
+	return fn(fnCtx, lease), nil
 }
 
 // clock returns the Client's clock.

@@ -91,11 +91,23 @@ func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead
 	e.mu.Lock()
 	e.resign = cancel
 	e.mu.Unlock()
+	stepDown := func() {
+		stop()
+		e.mu.Lock()
+		e.resign = nil
+		e.mu.Unlock()
+	}
+	// If lead panics, leadership ends (the deferred retract and Unlock above
+	// run) and the panic goes on, unchanged.
+	defer func() {
+		if p := recover(); p != nil {
+			stepDown()
+			cancel(nil)
+			panic(p)
+		}
+	}()
 	err = lead(leadCtx)
-	stop()
-	e.mu.Lock()
-	e.resign = nil
-	e.mu.Unlock()
+	stepDown()
 	cause := context.Cause(leadCtx)
 	cancel(nil)
 	switch {

@@ -251,8 +251,10 @@ func WithMaxHold(d time.Duration) Option {
 
 // WithOnLost sets a function called once, in its own goroutine, when a lease
 // of this lock is lost (not after Unlock), with the same error as Lease.Err.
-// It is for code that cannot watch Done. Client.Close waits for it to return.
-// Default: none.
+// It is for code that cannot watch Done. It may call any method of the
+// library, Client.Close included: no library lock is held while it runs,
+// and Close does not wait for it (after Close has returned, no callback
+// starts; one already running may still be running). Default: none.
 func WithOnLost(f func(err error)) Option {
 	return func(c *lockConfig) { c.onLost = f }
 }

@@ -42,7 +42,7 @@ type renewer struct {
 
 	wake    chan struct{}  // pokes the loop; buffered 1
 	closing chan struct{}  // closed by close
-	wg      sync.WaitGroup // the loop and OnLost callbacks
+	wg      sync.WaitGroup // the loop
 }
 
 // watch is the renewer's record of one lease. The renewer reads only its
@@ -240,7 +240,8 @@ func (r *renewer) lose(w *watch, reason error) {
 }
 
 // close declares every watched lease lost (ErrClosed), stops the loop and
-// waits for it and for the OnLost callbacks. It returns the leases it ended,
+// waits for it (not for the OnLost callbacks, which may call Close
+// themselves). It returns the leases it ended,
 // for Client.Close to release.
 func (r *renewer) close() []*Lease {
 	r.mu.Lock()
@@ -279,12 +280,10 @@ func (r *renewer) loseLocked(w *watch, reason error) {
 	r.drop(w)
 	l := w.lease
 	if l.lost(reason) && w.m.cfg.onLost != nil {
-		onLost, err := w.m.cfg.onLost, l.Err()
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			onLost(err)
-		}()
+		// In its own goroutine, not tracked by wg: the callback may call
+		// anything, Close included, which must not wait for the callback
+		// that is calling it.
+		go w.m.cfg.onLost(l.Err())
 	}
 }
 
