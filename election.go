@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+
+	"github.com/cenkalti/backoff/v4"
 )
 
 // Election is leader election over the Client's masters with a typed leader
@@ -46,44 +48,75 @@ func NewElection[T any](c *Client, name string, codec Codec[T], opts ...Option) 
 
 // Run campaigns until elected, records and announces value as the leader's,
 // and calls lead with a context that ends when leadership ends: the lease is
-// lost, Resign is called, or ctx ends. When leadership was lost, Run
-// campaigns again. It returns when ctx ends (ctx.Err()), after Resign (nil),
-// or when lead returns while still leader (lead's error); each time it steps
-// down first: it retracts its record and unlocks.
+// lost, Resign is called, or ctx ends. When leadership was lost, or taking
+// office failed for a reason that may pass (a master down, a timeout), Run
+// steps down and campaigns again, pausing between attempts as the
+// election's retry policy says (see WithRetry).
+//
+// It returns only when ctx ends (ctx.Err() itself), after Resign (nil), when
+// lead returns while still leader (lead's error), or when campaigning cannot
+// go on: the retry policy stopped, a failure that retrying cannot fix
+// (ErrPermanent), or the Client was closed (ErrClosed). Each time it steps
+// down first: it retracts its record and unlocks. If lead panics, Run steps
+// down and panics again with the same value.
 func (e *Election[T]) Run(ctx context.Context, value T, lead func(ctx context.Context) error) error {
 	data, err := e.codec.Marshal(value)
 	if err != nil {
 		return fmt.Errorf("distlock: election %q: encode: %w", e.mutex.Name(), err)
 	}
+	var b backoff.BackOff // made at the first failure to take office
 	for {
 		lease, err := e.mutex.Lock(ctx)
-		if err != nil {
-			return err
-		}
-		lost, err := e.serve(ctx, lease, data, lead)
-		if lost && ctx.Err() == nil {
-			continue // campaign again
-		}
 		if ctx.Err() != nil {
+			if lease != nil {
+				_ = lease.Unlock(context.WithoutCancel(ctx))
+			}
 			return ctx.Err()
 		}
-		return err
+		if err != nil {
+			return err // Lock retries whatever may pass
+		}
+		done, err := e.serve(ctx, lease, data, lead)
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case done:
+			return err
+		case isFinal(err):
+			return err
+		case err == nil:
+			continue // leadership was lost: campaign again at once
+		}
+		// Taking office failed for a reason that may pass: campaign again
+		// after the retry policy's pause.
+		if b == nil {
+			b = e.mutex.newBackOff()
+		}
+		d := b.NextBackOff()
+		if d == backoff.Stop {
+			return err
+		}
+		if !sleep(ctx, e.mutex.clock(), d) {
+			return ctx.Err()
+		}
 	}
 }
 
-// serve leads under lease and steps down. lost reports that leadership
-// ended because the lease could not be kept (not by Resign, ctx or lead).
-func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead func(ctx context.Context) error) (lost bool, err error) {
+// serve leads under lease and steps down. done reports that Run must return
+// err: lead returned while leader (its error), or Resign (nil). Otherwise
+// leadership ended because the lease could not be kept (err nil), or taking
+// office failed (err says why).
+func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead func(ctx context.Context) error) (done bool, err error) {
 	defer func() {
 		e.retract(context.WithoutCancel(ctx), lease)
 		_ = lease.Unlock(context.WithoutCancel(ctx))
 	}()
 	term, err := lease.Token(ctx)
 	if err != nil {
-		return lease.Err() != nil, err
+		return false, err
 	}
 	if err := e.publish(ctx, lease, term, data); err != nil {
-		return lease.Err() != nil, err
+		return false, err
 	}
 
 	leadCtx, cancel := context.WithCancelCause(ctx)
@@ -112,11 +145,11 @@ func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead
 	cancel(nil)
 	switch {
 	case errors.Is(cause, errResigned):
-		return false, nil
+		return true, nil
 	case lease.Err() != nil:
-		return true, errors.Join(err, lease.Err())
+		return false, nil // lost: campaign again
 	}
-	return false, err
+	return true, err
 }
 
 // Resign ends the current leadership of this Election value, if it leads:

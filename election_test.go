@@ -2,6 +2,7 @@ package distlock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -151,4 +152,56 @@ func TestElectionResign(t *testing.T) {
 	assert.False(t, ok, "no leader after resigning")
 	eventuallyHolders(t, servers, name, 0, "the lock is released")
 	eventuallyHolders(t, servers, distlock.KeyOf("leader", name), 0, "the record is retracted")
+}
+
+// TestElectionRunOutlivesTransientFaults: a fencing read that fails on 2
+// of 3 masters makes Run step down and campaign again, not return; and
+// when ctx ends, Run returns ctx.Err() itself.
+func TestElectionRunOutlivesTransientFaults(t *testing.T) {
+	servers, c := cluster(t, 3)
+	name := lockName(t)
+	fence := distlock.KeyOf("fence", name)
+	for _, s := range servers[:2] {
+		_, err := s.Do("SET", fence, "-5") // acquire increments it; Token cannot read it
+		require.NoError(t, err)
+	}
+	e, err := distlock.NewElection[string](c, name, nil,
+		distlock.WithRetry(func() backoff.BackOff { return backoff.NewConstantBackOff(50 * time.Millisecond) }))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	leading := make(chan struct{})
+	ran := make(chan error, 1)
+	go func() {
+		ran <- e.Run(ctx, "me", func(ctx context.Context) error {
+			close(leading)
+			<-ctx.Done()
+			return errors.New("lead's own error after ctx ended")
+		})
+	}()
+	silent(t, ran, 300*time.Millisecond, "Run returned while its context was live")
+	for _, s := range servers[:2] {
+		_, err := s.Do("DEL", fence)
+		require.NoError(t, err)
+	}
+	recv(t, leading, "elected once the fault passed")
+	cancel()
+	err = recv(t, ran, "Run")
+	assert.Equal(t, context.Canceled, err, "ctx.Err() itself")
+}
+
+// TestElectionRunReturnsCtxErrWhileCampaigning: ctx ending while another
+// candidate leads returns ctx.Err() itself, not a wrapped Lock error.
+func TestElectionRunReturnsCtxErrWhileCampaigning(t *testing.T) {
+	_, c := cluster(t, 3)
+	name := lockName(t)
+	holder, err := newMutex(t, c, name).TryLock(context.Background())
+	require.NoError(t, err)
+	defer holder.Unlock(context.Background())
+	e, err := distlock.NewElection[string](c, name, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err = e.Run(ctx, "me", func(context.Context) error { return nil })
+	assert.Equal(t, context.DeadlineExceeded, err)
 }

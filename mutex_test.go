@@ -151,20 +151,25 @@ func TestMutualExclusion(t *testing.T) {
 	}
 }
 
-// steppingClock is a mock clock whose every Now advances it by step, so the
-// time an acquire round takes is exactly step (a round reads the clock at
-// its start and at its end).
+// steppingClock is a mock clock whose first two Now calls advance it by
+// step, so the time an acquire round takes is exactly step (a round reads
+// the clock at its start and at its end). Later calls (the watchdog's) do
+// not move it: the lease cannot run out before the test looks at it.
 type steppingClock struct {
 	*clock.Mock
-	step time.Duration
-	mu   sync.Mutex
+	step  time.Duration
+	mu    sync.Mutex
+	calls int
 }
 
 func (s *steppingClock) Now() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.Mock.Now()
-	s.Mock.Set(now.Add(s.step))
+	if s.calls < 2 {
+		s.calls++
+		s.Mock.Set(now.Add(s.step))
+	}
 	return now
 }
 
