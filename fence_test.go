@@ -2,6 +2,7 @@ package distlock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -133,7 +134,11 @@ func TestFencedLateWrite(t *testing.T) {
 	for _, s := range servers {
 		stored, err := s.Do("HGET", distlock.KeyOf("value", name), "data")
 		require.NoError(t, err)
-		assert.Equal(t, `"B's write"`, string(stored.([]byte)), "refused on %s", s.Addr())
+		// B's write is on a quorum (a master where A's key had not expired
+		// yet refused it); A's late write is nowhere.
+		if stored != nil {
+			assert.Equal(t, `"B's write"`, string(stored.([]byte)), "refused on %s", s.Addr())
+		}
 	}
 }
 
@@ -248,4 +253,220 @@ func TestHealKeepsFencing(t *testing.T) {
 	t.Logf("earlier holder's token %d, later holder's token %d", tokL, tokM)
 	assert.Greater(t, tokM, tokL, "fencing token did not increase")
 	_ = lm.Unlock(ctx)
+}
+
+// TestFencedLateWriteBeforeNextHolderWrites: once a later holder has taken
+// its fencing token, an earlier holder's late write is refused by every
+// master that saw the later token, so it cannot reach a quorum, even though
+// the later holder has not written yet: the later holder never reads it.
+func TestFencedLateWriteBeforeNextHolderWrites(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	name := lockName(t)
+	ca := newClient(t, distlocktest.Addrs(servers), distlock.WithClock(clock.NewMock())) // A's watchdog never fires
+	cb := newClient(t, distlocktest.Addrs(servers))
+	ga, err := distlock.NewGuarded[string](ca, name, nil, distlock.WithTTL(300*time.Millisecond))
+	require.NoError(t, err)
+	gb, err := distlock.NewGuarded[string](cb, name, nil)
+	require.NoError(t, err)
+	require.NoError(t, gb.Update(context.Background(), func(_ context.Context, v *string) error { *v = "before"; return nil }))
+
+	paused, resume := make(chan struct{}), make(chan struct{})
+	errA := make(chan error, 1)
+	go func() {
+		errA <- ga.Update(context.Background(), func(ctx context.Context, v *string) error {
+			close(paused)
+			<-resume // A stops here while its keys expire on the masters
+			*v = "A's late write"
+			return nil
+		})
+	}()
+	recv(t, paused, "A's fn runs")
+	// B takes the lock once A's keys expired, and its token; it has not
+	// written anything.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	leaseB, err := newMutex(t, cb, name).Lock(ctx)
+	require.NoError(t, err)
+	tokenB, err := leaseB.Token(ctx)
+	require.NoError(t, err)
+	// B got a quorum once A's keys expired on two masters; let the third
+	// expire too (A's TTL is 300ms, its keys were set together).
+	time.Sleep(100 * time.Millisecond)
+
+	close(resume)
+	err = recv(t, errA, "A's Update")
+	assert.ErrorIs(t, err, distlock.ErrFenced)
+	assert.NotErrorIs(t, err, distlock.ErrMaybeApplied, "refused everywhere: not applied")
+	v, token, err := gb.Load(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "before", v, "B does not read A's late write")
+	assert.Less(t, token, tokenB)
+	require.NoError(t, leaseB.Unlock(ctx))
+}
+
+// TestGuardedWriteOutcomeUnknownIsSettled: when the write reaches the
+// masters but their replies are lost, or reaches only one of three, Update
+// sends the same write again while its lease holds, and returns nil once
+// it is on a quorum: a caller never has to retry a change that was applied.
+func TestGuardedWriteOutcomeUnknownIsSettled(t *testing.T) {
+	for _, fault := range []string{"replies lost", "one master of three"} {
+		t.Run(fault, func(t *testing.T) {
+			_, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(300*time.Millisecond))
+			name := lockName(t)
+			g, err := distlock.NewGuarded[int](c, name, nil, distlock.WithTTL(10*time.Second))
+			require.NoError(t, err)
+			heal := make(chan struct{})
+			err = g.Update(context.Background(), func(_ context.Context, v *int) error {
+				*v++
+				for _, p := range proxies[1:] { // the fault starts with the write
+					if fault == "replies lost" {
+						p.SetDropReplies(true)
+					} else {
+						p.SetBlackhole(true)
+					}
+				}
+				go func() { // and ends a while later
+					defer close(heal)
+					time.Sleep(time.Second)
+					for _, p := range proxies[1:] {
+						p.SetDropReplies(false)
+						p.SetBlackhole(false)
+					}
+				}()
+				return nil
+			})
+			recv(t, heal, "the fault ends")
+			require.NoError(t, err, "settled on a quorum while the lease held")
+			v, _, err := g.Load(context.Background())
+			require.NoError(t, err)
+			assert.Equal(t, 1, v, "applied once")
+		})
+	}
+}
+
+// TestGuardedLostLeaseWritesNothing: a lease lost while fn runs sends no
+// write, and the error says the change was not applied.
+func TestGuardedLostLeaseWritesNothing(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(300*time.Millisecond))
+	name := lockName(t)
+	g, err := distlock.NewGuarded[string](c, name, nil, distlock.WithTTL(time.Second))
+	require.NoError(t, err)
+	require.NoError(t, g.Update(context.Background(), func(_ context.Context, v *string) error { *v = "before"; return nil }))
+	err = g.Update(context.Background(), func(ctx context.Context, v *string) error {
+		for _, p := range proxies {
+			p.SetBlackhole(true)
+		}
+		<-ctx.Done() // ends when the lease is lost (bounded by the TTL)
+		for _, p := range proxies {
+			p.SetBlackhole(false)
+		}
+		*v = "after the loss"
+		return nil
+	})
+	require.Error(t, err)
+	assert.ErrorIs(t, err, distlock.ErrLeaseLost)
+	assert.NotErrorIs(t, err, distlock.ErrMaybeApplied)
+	for _, s := range servers {
+		stored, err := s.Do("HGET", distlock.KeyOf("value", name), "data")
+		require.NoError(t, err)
+		if stored != nil { // the first write may be on a quorum only
+			assert.Equal(t, `"before"`, string(stored.([]byte)), "nothing written on %s", s.Addr())
+		}
+	}
+}
+
+// TestGuardedHistory: several Clients increment one Guarded counter while
+// they are cut off from the masters and masters are paused, at random.
+// Every Update's result is recorded: the final value is at least the number
+// of nil results and at most that plus the ErrMaybeApplied ones; any other
+// error applied nothing.
+func TestGuardedHistory(t *testing.T) {
+	const clients, updates = 3, 40
+	servers := distlocktest.NewServers(t, 3)
+	name := lockName(t)
+	var links [][]*distlocktest.Proxy
+	var gs []*distlock.Guarded[int]
+	for range clients {
+		var addrs []string
+		var ps []*distlocktest.Proxy
+		for _, s := range servers {
+			p := distlocktest.NewProxy(t, s.Addr())
+			ps = append(ps, p)
+			addrs = append(addrs, p.Addr())
+		}
+		c := newClient(t, addrs, distlock.WithMasterTimeout(200*time.Millisecond))
+		g, err := distlock.NewGuarded[int](c, name, nil, distlock.WithTTL(time.Second))
+		require.NoError(t, err)
+		links = append(links, ps)
+		gs = append(gs, g)
+	}
+
+	stop := make(chan struct{})
+	faultsDone := make(chan struct{})
+	go func() { // faults: partitions of one Client, pauses of one master
+		defer close(faultsDone)
+		rng := rand.New(rand.NewPCG(1, 2))
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Duration(100+rng.IntN(200)) * time.Millisecond):
+			}
+			d := time.Duration(100+rng.IntN(1400)) * time.Millisecond
+			if rng.IntN(2) == 0 {
+				ps := links[rng.IntN(clients)]
+				for _, p := range ps {
+					p.SetBlackhole(true)
+				}
+				time.Sleep(d)
+				for _, p := range ps {
+					p.SetBlackhole(false)
+				}
+			} else {
+				s := servers[rng.IntN(len(servers))]
+				_ = s.Pause()
+				time.Sleep(d / 4)
+				_ = s.Resume()
+			}
+		}
+	}()
+
+	var applied, maybe, failed atomic.Int64
+	inParallel(t, clients, func(i int) error {
+		for range updates {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			err := gs[i].Update(ctx, func(_ context.Context, v *int) error {
+				*v++
+				time.Sleep(40 * time.Millisecond) // hold the lock a while: faults land mid-update
+				return nil
+			})
+			cancel()
+			switch {
+			case err == nil:
+				applied.Add(1)
+			case errors.Is(err, distlock.ErrMaybeApplied):
+				maybe.Add(1)
+			default:
+				failed.Add(1)
+			}
+		}
+		return nil
+	})
+	close(stop)
+	recv(t, faultsDone, "the fault injector stops")
+	for _, ps := range links {
+		for _, p := range ps {
+			p.SetBlackhole(false)
+		}
+	}
+	var final int
+	require.Eventually(t, func() bool {
+		v, _, err := gs[0].Load(context.Background())
+		final = v
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond)
+	t.Logf("%d applied, %d may have been applied, %d not applied; final value %d", applied.Load(), maybe.Load(), failed.Load(), final)
+	assert.GreaterOrEqual(t, int64(final), applied.Load(), "every nil result is in the value")
+	assert.LessOrEqual(t, int64(final), applied.Load()+maybe.Load(), "no change counted twice, none from a failed Update")
+	assert.Greater(t, applied.Load(), int64(0))
 }

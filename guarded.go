@@ -11,9 +11,15 @@ import (
 )
 
 // ErrFenced is returned when a write is refused because a later holder of
-// the lock, with a higher fencing token, already wrote: this writer's lease
-// ended (perhaps while it was paused) and its write must not land.
-var ErrFenced = errors.New("distlock: write refused: a later lock holder already wrote (fenced)")
+// the lock has a higher fencing token: this writer's lease ended (perhaps
+// while it was paused) and its write must not land.
+var ErrFenced = errors.New("distlock: write refused: a later lock holder has a higher fencing token (fenced)")
+
+// ErrMaybeApplied is matched by a Guarded.Update error after which the
+// change may or may not be stored: the write was sent but not confirmed on a
+// quorum before the lease or the context ended. Every other Update error
+// means the change was not applied.
+var ErrMaybeApplied = errors.New("distlock: update may have been applied")
 
 // Guarded is a value of type T stored on every master beside its lock (see
 // the README's key layout), which only the lock's holder writes, fenced by
@@ -41,14 +47,29 @@ func NewGuarded[T any](c *Client, name string, codec Codec[T], opts ...Option) (
 // Update locks, reads the newest copy from a quorum of masters (the zero T if
 // none was written), calls fn with a pointer to it, writes the result back to
 // a quorum with the lease's fencing token, and unlocks. fn's context ends if
-// the lease is lost. If fn fails, nothing is written and fn's error is
-// returned. Each master refuses a write whose token is lower than the one it
-// stores: if a quorum refuses, Update returns an error matching ErrFenced; if
-// the write otherwise misses a quorum, a *QuorumError. Either way the caller
-// is told that the value may not be stored. Once the write reached a
-// quorum, Update returns nil: the value is stored, whatever happens to the
-// lease afterwards (a lock that could not be released expires with its TTL),
-// so a caller that retries on error never applies a change twice.
+// the lease is lost, and a lease lost by the time fn returns writes nothing.
+//
+// Each master refuses a write whose token is lower than the lock's fencing
+// counter or than the stored value's token: once a later holder has taken
+// its token, no earlier holder's write can reach a quorum, whether or not
+// the later one has written.
+//
+// The result says what happened to the change:
+//   - nil: the change is stored on a quorum, whatever happens to the lease
+//     afterwards (a lock that could not be released expires with its TTL).
+//   - an error matching ErrMaybeApplied: the write was sent, but it could
+//     not be confirmed on a quorum before the lease or ctx ended; it may be
+//     stored (a later Load may or may not see it). When the first write's
+//     outcome is unknown (replies lost, only a minority stored it), Update
+//     sends the same write again (same token and value: idempotent) for as
+//     long as the lease holds, so this error means the lease ended first.
+//   - any other error (Lock's, fn's, a refused write matching ErrFenced, a
+//     failure before the write): the change was not applied.
+//
+// So a caller that retries after an error that does not match
+// ErrMaybeApplied never applies a change twice; after ErrMaybeApplied it
+// must check (Load) before retrying a change that is not idempotent. If fn
+// panics, Update unlocks and panics again with the same value.
 func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v *T) error) error {
 	clk := g.mutex.clock()
 	fnErr, endErr := g.mutex.withLease(ctx, func(ctx context.Context, lease *Lease) error {
@@ -64,7 +85,7 @@ func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v 
 		}
 		var v T
 		if err := retryTransient(ctx, clk, func() (err error) {
-			v, _, err = g.Load(ctx)
+			v, err = g.readHeld(ctx, lease)
 			return err
 		}); err != nil {
 			return err
@@ -76,7 +97,10 @@ func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v 
 		if err != nil {
 			return fmt.Errorf("distlock: guarded %q: encode: %w", g.mutex.Name(), err)
 		}
-		return g.write(ctx, token, data)
+		if err := lease.Err(); err != nil { // lost while fn ran: send nothing
+			return fmt.Errorf("distlock: guarded %q: not written: %w", g.mutex.Name(), err)
+		}
+		return g.write(ctx, lease, token, data)
 	})
 	if fnErr != nil {
 		return errors.Join(fnErr, endErr)
@@ -90,14 +114,25 @@ func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v 
 func (g *Guarded[T]) Load(ctx context.Context) (T, uint64, error) {
 	var zero T
 	token, data, err := g.read(ctx)
-	if err != nil || token == 0 {
+	if err != nil {
 		return zero, token, err
+	}
+	v, err := g.decode(token, data)
+	return v, token, err
+}
+
+// decode returns the value stored with token (the zero T when token is 0:
+// never written).
+func (g *Guarded[T]) decode(token uint64, data []byte) (T, error) {
+	var zero T
+	if token == 0 {
+		return zero, nil
 	}
 	v, err := g.codec.Unmarshal(data)
 	if err != nil {
-		return zero, token, fmt.Errorf("distlock: guarded %q: decode: %w", g.mutex.Name(), err)
+		return zero, fmt.Errorf("distlock: guarded %q: decode: %w", g.mutex.Name(), err)
 	}
-	return v, token, nil
+	return v, nil
 }
 
 // guardedReadOp reads a Guarded value's token and data on every master.
@@ -114,8 +149,30 @@ var guardedReadOp = op{name: "read", cmd: "HMGET", keep: true, judge: func(val a
 	return voteYes, nil
 }}
 
-// guardedWriteOp: guarded_write.lua answers 1 when stored, 0 when refused.
-var guardedWriteOp = op{name: "write", script: guardedWriteScript, judge: judgeDone(ErrFenced, ErrFenced)}
+// guardedWriteOp: guarded_write.lua answers 1 when stored, 0 when a higher
+// token is stored or counted, -1 when the lock key is not ours there.
+var guardedWriteOp = op{name: "write", script: guardedWriteScript, exact: true, judge: judgeDone(ErrFenced, errNotOwner)}
+
+// guardedHeldReadOp: guarded_read.lua answers the value's {token, data}
+// where the lock key holds our lease, -1 elsewhere.
+var guardedHeldReadOp = op{name: "read", script: guardedReadScript, keep: true, judge: func(val any) (vote, error) {
+	if v, ok := val.(int64); ok && v == -1 {
+		return voteNo, errNotOwner
+	}
+	return guardedReadOp.judge(val)
+}}
+
+// readHeld returns the newest copy among a quorum of masters where the
+// lock key holds lease: no earlier holder's late write is there (see
+// guarded_write.lua), and every write that reached a quorum is among them.
+func (g *Guarded[T]) readHeld(ctx context.Context, lease *Lease) (T, error) {
+	var zero T
+	t := lease.run(ctx, &guardedHeldReadOp, []any{g.mutex.nameArg, g.valueKey})
+	if err := lease.refusedEnds(t); err != nil {
+		return zero, err
+	}
+	return g.decode(newest(t))
+}
 
 // read returns the copy with the highest token among a quorum of masters.
 // Every write reached a quorum, and any two quorums meet, so the newest
@@ -125,10 +182,13 @@ func (g *Guarded[T]) read(ctx context.Context) (uint64, []byte, error) {
 	if err := t.err(nil); err != nil {
 		return 0, nil, err
 	}
-	var (
-		token uint64
-		data  []byte
-	)
+	token, data := newest(t)
+	return token, data, nil
+}
+
+// newest returns the token and data of the copy with the highest token
+// among the yes replies of a read round (0 and nil when none was written).
+func newest(t *tally) (token uint64, data []byte) {
 	for _, val := range t.yesReplies() {
 		fields := val.([]any) // checked by the judge
 		b, _ := fields[0].([]byte)
@@ -140,15 +200,31 @@ func (g *Guarded[T]) read(ctx context.Context) (uint64, []byte, error) {
 			data, _ = fields[1].([]byte)
 		}
 	}
-	return token, data, nil
+	return token, data
 }
 
-// write stores data with token on a quorum of masters. Each master refuses
-// a token lower than the one it stores: if a quorum refuses, the error
-// matches ErrFenced.
-func (g *Guarded[T]) write(ctx context.Context, token uint64, data []byte) error {
-	t := g.mutex.run(ctx, &guardedWriteOp, g.valueKey, strconv.FormatUint(token, 10), data)
-	return t.err(ErrFenced)
+// write stores data with token on a quorum of masters, sending the same
+// write again while its outcome is unknown and the lease holds (ctx ends
+// when it is lost). A quorum that refuses (ErrFenced) or a failure that
+// retrying cannot fix ends it at once. The error matches ErrMaybeApplied when
+// some master may have stored the value (see Update).
+func (g *Guarded[T]) write(ctx context.Context, lease *Lease, token uint64, data []byte) error {
+	tok := strconv.FormatUint(token, 10)
+	maybe := false
+	for {
+		t := lease.run(ctx, &guardedWriteOp, []any{g.mutex.nameArg, g.valueKey, g.mutex.fenceArg}, tok, data)
+		if t.won() {
+			return nil
+		}
+		maybe = maybe || t.maybeApplied()
+		err := t.err(ErrFenced)
+		if t.refused() || isFinal(err) || lease.Err() != nil || !sleep(ctx, g.mutex.clock(), transientRetry) {
+			if maybe {
+				return fmt.Errorf("%w: %w", ErrMaybeApplied, err)
+			}
+			return err
+		}
+	}
 }
 
 // retryTransient runs op until it succeeds, fails for good (anything but a

@@ -151,10 +151,10 @@ func TestMutualExclusion(t *testing.T) {
 	}
 }
 
-// steppingClock is a mock clock whose first two Now calls advance it by
-// step, so the time an acquire round takes is exactly step (a round reads
-// the clock at its start and at its end). Later calls (the watchdog's) do
-// not move it: the lease cannot run out before the test looks at it.
+// steppingClock is a mock clock whose first Now call advances it by step,
+// so the time an acquire round takes is exactly step (a round reads the
+// clock at its start and at its end). Later calls (the watchdog's) do not
+// move it: the lease cannot run out before the test looks at it.
 type steppingClock struct {
 	*clock.Mock
 	step  time.Duration
@@ -166,7 +166,7 @@ func (s *steppingClock) Now() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.Mock.Now()
-	if s.calls < 2 {
+	if s.calls < 1 {
 		s.calls++
 		s.Mock.Set(now.Add(s.step))
 	}

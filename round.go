@@ -41,6 +41,9 @@ type op struct {
 	resend bool
 	// keep: keep every master's reply in the tally (vals).
 	keep bool
+	// exact: a round that does not win hears every master (each bounded by
+	// the master timeout), so its caller knows whether any of them did it.
+	exact bool
 	// agree: an all round ends early once a quorum of masters gave the same
 	// answer: arrays whose first elements are equal byte strings (see
 	// tally.agreed).
@@ -200,6 +203,8 @@ func (t *tally) decided() bool {
 		return t.won() || t.refused() || t.failed > t.n-t.q || t.complete()
 	case t.won():
 		return true
+	case t.impossible() && t.o.exact:
+		return t.complete()
 	case t.impossible():
 		// After a failure that retrying cannot fix, hear the rest (each
 		// bounded by the master timeout): whether the failure is final
@@ -265,6 +270,23 @@ func (t *tally) yesReplies() []any {
 		}
 	}
 	return out
+}
+
+// maybeApplied reports whether some master may have done what the round
+// asked without the round confirming it on a quorum: it said yes, or the
+// command was sent and its outcome is unknown.
+func (t *tally) maybeApplied() bool {
+	for i := range t.n {
+		switch t.vote(i) {
+		case voteYes, pending, notAwaited:
+			return true
+		case voteFailed:
+			if !errors.Is(t.errOf(i), errNotSent) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // quorumError returns the error of the round: an entry for every master

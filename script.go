@@ -26,6 +26,8 @@ var (
 	fenceWriteSrc string
 	//go:embed scripts/guarded_write.lua
 	guardedWriteSrc string
+	//go:embed scripts/guarded_read.lua
+	guardedReadSrc string
 	//go:embed scripts/election_publish.lua
 	electionPublishSrc string
 	//go:embed scripts/election_read.lua
@@ -39,7 +41,8 @@ var (
 	extendManyScript   = newLua(-1, extendManySrc) // the key count comes first in the arguments
 	fenceReadScript    = newLua(2, fenceReadSrc)
 	fenceWriteScript   = newLua(2, fenceWriteSrc)
-	guardedWriteScript = newLua(1, guardedWriteSrc)
+	guardedWriteScript = newLua(3, guardedWriteSrc)
+	guardedReadScript  = newLua(2, guardedReadSrc)
 	electionPublish    = newLua(2, electionPublishSrc)
 	electionRead       = newLua(2, electionReadSrc)
 	electionRetract    = newLua(1, electionRetractSrc)
@@ -47,7 +50,7 @@ var (
 	// scriptSources are loaded (SCRIPT LOAD) on every new connection, before
 	// the connection carries any command, so EVALSHA finds them after a
 	// master restart.
-	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, extendManySrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc,
+	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, extendManySrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc, guardedReadSrc,
 		electionPublishSrc, electionReadSrc, electionRetractSrc}
 )
 
