@@ -36,7 +36,8 @@ type Client struct {
 	notifier *notifier     // release announcements for waiting Lock calls
 
 	closed    atomic.Bool
-	active    atomic.Int64 // rounds, acquisitions and releases in flight
+	done      chan struct{} // closed when Close begins
+	active    atomic.Int64  // rounds, acquisitions and releases in flight
 	closeOnce sync.Once
 }
 
@@ -115,7 +116,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 }
 
 func newClient(cfg *clientConfig, n int) *Client {
-	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken()}
+	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{})}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	return c
 }
@@ -140,6 +141,7 @@ func newClient(cfg *clientConfig, n int) *Client {
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.closed.Store(true)
+		close(c.done)
 		// Leases first: their watchdog stops and they end (ErrClosed), so
 		// no extension is queued behind the releases.
 		held := c.renewer.close()

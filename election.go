@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/cenkalti/backoff/v4"
 )
@@ -27,6 +28,7 @@ type Election[T any] struct {
 
 	mu     sync.Mutex
 	resign context.CancelCauseFunc // ends the running lead; nil when not leading
+	lease  *Lease                  // the lease of the running lead; nil when not leading
 }
 
 var errResigned = errors.New("distlock: resigned")
@@ -122,12 +124,12 @@ func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead
 	leadCtx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
 	e.mu.Lock()
-	e.resign = cancel
+	e.resign, e.lease = cancel, lease
 	e.mu.Unlock()
 	stepDown := func() {
 		stop()
 		e.mu.Lock()
-		e.resign = nil
+		e.resign, e.lease = nil, nil
 		e.mu.Unlock()
 	}
 	// If lead panics, leadership ends (the deferred retract and Unlock above
@@ -207,7 +209,7 @@ func (e *Election[T]) publish(ctx context.Context, lease *Lease, term uint64, da
 // on every master. Best effort: a record left behind is ignored by readers
 // once its lock is gone.
 func (e *Election[T]) retract(ctx context.Context, lease *Lease) {
-	lease.run(ctx, &retractOp, []any{e.recordKey})
+	lease.run(ctx, &retractOp, []any{e.recordKey}, e.channel)
 }
 
 // Leader returns the current leader's value. ok is false when no candidate
@@ -232,46 +234,81 @@ func (e *Election[T]) leader(ctx context.Context) (value T, term uint64, ok bool
 	return value, 0, false, nil
 }
 
-// Observe returns a channel that delivers the leader's value at once if
-// there is a leader, then each new leader's value, in the order of their
-// terms. Announcements arrive by pub/sub from every master (one subscriber
-// connection per master per Observe call); a read of the leader every TTL
-// covers announcements that were missed. The channel is closed after ctx
-// ends and every goroutine of this call has returned. A slow reader delays
-// delivery but misses no leader that was announced while it read.
-func (e *Election[T]) Observe(ctx context.Context) <-chan T {
-	out := make(chan T)
+// Leadership is one report of Election.Observe: who leads, or that nobody
+// does.
+type Leadership[T any] struct {
+	// Value is the leader's value; the zero T when Vacant.
+	Value T
+	// Term is the leader's term (its fencing token), or when Vacant the
+	// term that ended (0 if none was seen).
+	Term uint64
+	// Vacant: nobody leads; the last leader resigned or its lease ended.
+	Vacant bool
+}
+
+// Observe returns a channel that reports who leads: the current state at
+// once (a leader, or a vacancy), then each change, in term order: a new
+// leader, or a vacancy when the leader resigned or its lease ended. A
+// follower can so tell "no leader" from "the same leader". Announcements
+// arrive on the Client's subscriber connections (one per master, shared by
+// every observer and waiter: observers cost no lock capacity, any number of
+// them); a read of the leader every TTL covers announcements that were
+// missed or dropped, and vacancies after a leader that died without
+// resigning. The channel is closed when ctx ends or the Client is closed,
+// after every goroutine of this call has returned. A reader that falls
+// behind delays reports; announcements that arrive meanwhile beyond a
+// buffer of 64 are dropped and caught up by the next read.
+func (e *Election[T]) Observe(ctx context.Context) <-chan Leadership[T] {
+	out := make(chan Leadership[T])
 	notes := make(chan announcement, 64)
-	stop := e.mutex.subscribe(e.channel, func(data []byte) {
-		term, value, ok := bytes.Cut(data, []byte(":"))
-		t, err := strconv.ParseUint(string(term), 10, 64)
-		if !ok || err != nil {
-			return
-		}
-		select {
-		case notes <- announcement{term: t, data: value}:
-		case <-ctx.Done():
+	stop, ok := e.mutex.subscribe(e.channel, func(data []byte) {
+		if a, ok := parseAnnouncement(data); ok {
+			select {
+			case notes <- a:
+			default: // full: the next read catches up
+			}
 		}
 	})
+	if !ok { // closed
+		stop()
+		close(out)
+		return out
+	}
+	closed := e.mutex.closed()
 	go func() {
 		defer close(out)
 		defer stop()
-		var last uint64
-		deliver := func(term uint64, v T) bool {
-			if term <= last {
-				return true
+		var (
+			last     uint64 // the term of the last report
+			vacant   bool
+			reported bool
+		)
+		deliver := func(l Leadership[T]) bool {
+			switch {
+			case !reported:
+			case l.Vacant && (vacant || l.Term < last):
+				return true // no change
+			case !l.Vacant && l.Term <= last:
+				return true // not newer
 			}
-			last = term
+			last, vacant, reported = l.Term, l.Vacant, true
 			select {
-			case out <- v:
+			case out <- l:
 				return true
 			case <-ctx.Done():
-				return false
+			case <-closed:
 			}
+			return false
 		}
 		poll := func() bool {
 			v, term, ok, err := e.leader(ctx)
-			return !(ok && err == nil) || deliver(term, v)
+			switch {
+			case err != nil:
+				return ctx.Err() == nil // cannot tell now; the next read will
+			case !ok:
+				return deliver(Leadership[T]{Vacant: true, Term: last})
+			}
+			return deliver(Leadership[T]{Value: v, Term: term})
 		}
 		if !poll() {
 			return
@@ -282,8 +319,18 @@ func (e *Election[T]) Observe(ctx context.Context) <-chan T {
 			select {
 			case <-ctx.Done():
 				return
+			case <-closed:
+				return
 			case n := <-notes:
-				if v, err := e.codec.Unmarshal(n.data); err == nil && !deliver(n.term, v) {
+				l := Leadership[T]{Term: n.term, Vacant: n.vacant}
+				if !n.vacant {
+					v, err := e.codec.Unmarshal(n.data)
+					if err != nil {
+						continue
+					}
+					l.Value = v
+				}
+				if !deliver(l) {
 					return
 				}
 			case <-ticker.C:
@@ -296,7 +343,34 @@ func (e *Election[T]) Observe(ctx context.Context) <-chan T {
 	return out
 }
 
+// announcement is one message on an election's channel: "<term>:<value>"
+// when a leader took office, "<term>" when it stepped down.
 type announcement struct {
-	term uint64
-	data []byte
+	term   uint64
+	data   []byte
+	vacant bool
+}
+
+func parseAnnouncement(msg []byte) (announcement, bool) {
+	term, value, hasValue := bytes.Cut(msg, []byte(":"))
+	t, err := strconv.ParseUint(string(term), 10, 64)
+	if err != nil {
+		return announcement{}, false
+	}
+	return announcement{term: t, data: value, vacant: !hasValue}, true
+}
+
+// Leading reports, without touching the network, whether this Election
+// value leads now: Run is calling lead and the lease is held. until is the
+// end of the lease's validity as the client computed it (Lease.Until): the
+// watchdog moves it forward; a leader whose until comes close is not
+// renewing and must be ready to stop.
+func (e *Election[T]) Leading() (until time.Time, ok bool) {
+	e.mu.Lock()
+	l := e.lease
+	e.mu.Unlock()
+	if l == nil || !l.held() {
+		return time.Time{}, false
+	}
+	return l.Until(), true
 }

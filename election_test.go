@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -46,9 +48,12 @@ func TestElection(t *testing.T) {
 	obsDone := make(chan struct{})
 	go func() {
 		defer close(obsDone)
-		for n := range observer.Observe(obsCtx) {
+		for l := range observer.Observe(obsCtx) {
+			if l.Vacant {
+				continue
+			}
 			obsMu.Lock()
-			observed = append(observed, n.ID)
+			observed = append(observed, l.Value.ID)
 			obsMu.Unlock()
 		}
 	}()
@@ -204,4 +209,159 @@ func TestElectionRunReturnsCtxErrWhileCampaigning(t *testing.T) {
 	defer cancel()
 	err = e.Run(ctx, "me", func(context.Context) error { return nil })
 	assert.Equal(t, context.DeadlineExceeded, err)
+}
+
+// connections returns the number of clients connected to s.
+func connections(t *testing.T, s *distlocktest.Server) int {
+	t.Helper()
+	v, err := s.Do("INFO", "clients")
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(v.([]byte)), "\r\n") {
+		if n, ok := strings.CutPrefix(line, "connected_clients:"); ok {
+			k, err := strconv.Atoi(n)
+			require.NoError(t, err)
+			return k
+		}
+	}
+	t.Fatal("no connected_clients in INFO")
+	return 0
+}
+
+// TestObserversCostNoLockCapacity: 16 observers share the Client's one
+// subscriber connection per master; 8 workers keep locking through a master
+// restart: every Lock succeeds in its usual time, the master is re-admitted,
+// and the connection count does not grow with the observers.
+func TestObserversCostNoLockCapacity(t *testing.T) {
+	servers, c := cluster(t, 3, distlock.WithMasterTimeout(testTimeout))
+	name := lockName(t)
+	e, err := distlock.NewElection[string](c, name+":e", nil)
+	require.NoError(t, err)
+	// Warm up: the lock pipeline and the subscriber connection are open.
+	got := lockAsync(context.Background(), newMutex(t, c, name))
+	require.NoError(t, recv(t, got, "first lock"))
+	first := e.Observe(context.Background())
+	recv(t, first, "the first observer's first report")
+	before := connections(t, servers[1])
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for range 16 {
+		obs := e.Observe(ctx)
+		go func() {
+			for range obs {
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	assert.LessOrEqual(t, connections(t, servers[1]), before+1, "16 observers open no connection of their own")
+
+	var slowest atomic.Int64
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		time.Sleep(300 * time.Millisecond)
+		_ = servers[0].Restart()
+	}()
+	m := newMutex(t, c, name)
+	inParallel(t, 8, func(int) error {
+		deadline := time.Now().Add(1500 * time.Millisecond)
+		for time.Now().Before(deadline) {
+			start := time.Now()
+			lctx, lcancel := context.WithTimeout(context.Background(), 5*time.Second)
+			lease, err := m.Lock(lctx)
+			lcancel()
+			if err != nil {
+				return err
+			}
+			if d := int64(time.Since(start)); d > slowest.Load() {
+				slowest.Store(d)
+			}
+			if err := lease.Unlock(context.Background()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	recv(t, restarted, "the restart")
+	t.Logf("slowest Lock: %v", time.Duration(slowest.Load()))
+	require.Eventually(t, func() bool {
+		lease, err := m.TryLock(context.Background())
+		if err != nil {
+			return false
+		}
+		ok := holders(t, servers, name) == 3
+		_ = lease.Unlock(context.Background())
+		return ok
+	}, 10*time.Second, 50*time.Millisecond, "the restarted master is re-admitted")
+	assert.LessOrEqual(t, connections(t, servers[1]), before+1, "no connection count grows")
+}
+
+// TestObserveReportsVacancies: a follower tells "no leader" from "the same
+// leader": Observe reports the vacancy at start, each leader, a vacancy
+// after Resign, and a vacancy (by its periodic read) after a leader whose
+// Client closed without resigning.
+func TestObserveReportsVacancies(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	addrs := distlocktest.Addrs(servers)
+	name := lockName(t)
+	opts := []distlock.Option{distlock.WithTTL(500 * time.Millisecond)}
+	watcher, err := distlock.NewElection[string](newClient(t, addrs), name, nil, opts...)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reports := watcher.Observe(ctx)
+	assert.Equal(t, distlock.Leadership[string]{Vacant: true}, recv(t, reports, "the first report"))
+
+	cA := newClient(t, addrs)
+	a, err := distlock.NewElection[string](cA, name, nil, opts...)
+	require.NoError(t, err)
+	ranA := make(chan error, 1)
+	leadingA := make(chan struct{})
+	go func() {
+		ranA <- a.Run(ctx, "A", func(ctx context.Context) error { close(leadingA); <-ctx.Done(); return nil })
+	}()
+	l := recv(t, reports, "A leads")
+	recv(t, leadingA, "A's lead runs")
+	assert.Equal(t, "A", l.Value)
+	assert.False(t, l.Vacant)
+	until, ok := a.Leading()
+	assert.True(t, ok, "A knows it leads, without the network")
+	assert.True(t, until.After(time.Now()))
+	_, ok = watcher.Leading()
+	assert.False(t, ok)
+
+	require.NoError(t, a.Resign(context.Background()))
+	require.NoError(t, recv(t, ranA, "A's Run"))
+	v := recv(t, reports, "vacancy after Resign")
+	assert.True(t, v.Vacant)
+	assert.Equal(t, l.Term, v.Term, "the term that ended")
+	_, ok = a.Leading()
+	assert.False(t, ok, "not after Resign")
+
+	cB := newClient(t, addrs)
+	b, err := distlock.NewElection[string](cB, name, nil, opts...)
+	require.NoError(t, err)
+	go func() { _ = b.Run(ctx, "B", func(ctx context.Context) error { <-ctx.Done(); return nil }) }()
+	l = recv(t, reports, "B leads")
+	assert.Equal(t, "B", l.Value)
+	assert.Greater(t, l.Term, v.Term)
+	require.NoError(t, cB.Close()) // B steps down as Close ends its lease, or the periodic read finds the record ownerless
+	v = recv(t, reports, "vacancy after B's Client closed")
+	assert.True(t, v.Vacant)
+}
+
+// TestObserveEndsWithClient: Observe's channel closes when the Client is
+// closed, and Observe after Close returns a closed channel.
+func TestObserveEndsWithClient(t *testing.T) {
+	c, err := distlock.NewClient(masters)
+	require.NoError(t, err)
+	e, err := distlock.NewElection[string](c, lockName(t), nil)
+	require.NoError(t, err)
+	reports := e.Observe(context.Background())
+	recv(t, reports, "the first report")
+	require.NoError(t, c.Close())
+	for range reports { // drains, then ends
+	}
+	_, open := <-e.Observe(context.Background())
+	assert.False(t, open)
 }

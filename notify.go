@@ -28,8 +28,9 @@ type notifier struct {
 	mu        sync.Mutex
 	subs      []*pubsub // one per master; nil until needed
 	queues    map[string]*waitQueue
-	yields    map[string]time.Time // set by an Unlock that was announced to others
-	nextSweep time.Time            // when expired yields are next swept
+	listeners map[string][]*listener // by channel: the typed layers' subscriptions (Observe)
+	yields    map[string]time.Time   // set by an Unlock that was announced to others
+	nextSweep time.Time              // when expired yields are next swept
 	closed    bool
 }
 
@@ -45,7 +46,64 @@ type waiter struct {
 }
 
 func newNotifier(c *Client) *notifier {
-	return &notifier{c: c, id: c.idArg.(string), queues: make(map[string]*waitQueue), yields: make(map[string]time.Time)}
+	return &notifier{c: c, id: c.idArg.(string), queues: make(map[string]*waitQueue), yields: make(map[string]time.Time),
+		listeners: make(map[string][]*listener)}
+}
+
+// listener is one typed-layer subscription to a channel.
+type listener struct{ f func(data []byte) }
+
+// start starts the subscriber connections if they are not running. mu is
+// held, and the notifier is not closed.
+func (n *notifier) start() {
+	if n.subs == nil {
+		n.subs = make([]*pubsub, len(n.c.masters))
+		for i, ms := range n.c.masters {
+			n.subs[i] = startPubSub(ms, n.onMessage)
+		}
+	}
+}
+
+// listen calls f with every message published on ch on any master, through
+// the Client's subscriber connections (one per master, shared with Lock's
+// waiters: a listener takes no connection of its own), until stop is
+// called. f runs on a subscriber goroutine: it must not block. ok is false
+// after Close.
+func (n *notifier) listen(ch string, f func(data []byte)) (stop func(), ok bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return func() {}, false
+	}
+	n.start()
+	l := &listener{f: f}
+	n.listeners[ch] = append(n.listeners[ch], l)
+	if len(n.listeners[ch]) == 1 {
+		for _, p := range n.subs {
+			p.add(ch)
+		}
+	}
+	return func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		ls := n.listeners[ch]
+		for i, x := range ls {
+			if x == l {
+				ls = append(ls[:i], ls[i+1:]...)
+				break
+			}
+		}
+		if len(ls) > 0 {
+			n.listeners[ch] = ls
+			return
+		}
+		delete(n.listeners, ch)
+		if !n.closed {
+			for _, p := range n.subs {
+				p.remove(ch)
+			}
+		}
+	}, true
 }
 
 // join queues a waiter for the lock whose release channel is ch, and
@@ -56,12 +114,7 @@ func (n *notifier) join(ch string) *waiter {
 	if n.closed {
 		return nil
 	}
-	if n.subs == nil {
-		n.subs = make([]*pubsub, len(n.c.masters))
-		for i, ms := range n.c.masters {
-			n.subs[i] = startPubSub(ms, n.onMessage)
-		}
-	}
+	n.start()
 	q := n.queues[ch]
 	if q == nil {
 		q = &waitQueue{}
@@ -120,6 +173,19 @@ func (n *notifier) queued(ch string) bool {
 // copy wakes the waiter, the others would only send it after a lock that
 // is already taken again.
 func (n *notifier) onMessage(ch string, notice []byte) {
+	n.mu.Lock()
+	if ls := n.listeners[ch]; len(ls) > 0 {
+		fs := make([]func([]byte), len(ls))
+		for i, l := range ls {
+			fs[i] = l.f
+		}
+		n.mu.Unlock()
+		for _, f := range fs {
+			f(notice)
+		}
+		return
+	}
+	n.mu.Unlock()
 	from, _, _ := strings.Cut(string(notice), ":")
 	if from == n.id {
 		return
@@ -202,7 +268,7 @@ func (n *notifier) size() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.sweep(n.c.clock.Now())
-	return len(n.queues) + len(n.yields)
+	return len(n.queues) + len(n.yields) + len(n.listeners)
 }
 
 // spread is the pause a woken waiter takes before it retries: random, and
@@ -230,18 +296,12 @@ func (n *notifier) close() {
 }
 
 // subscribe calls onMsg with every message published on ch on any master,
-// until stop is called; stop waits for the subscriptions to end. It is how
-// the typed layers listen (Election.Observe).
-func (m *Mutex) subscribe(ch string, onMsg func(data []byte)) (stop func()) {
-	c := m.client
-	subs := make([]*pubsub, len(c.masters))
-	for i, ms := range c.masters {
-		subs[i] = startPubSub(ms, func(_ string, data []byte) { onMsg(data) })
-		subs[i].add(ch)
-	}
-	return func() {
-		for _, p := range subs {
-			p.close()
-		}
-	}
+// on the Client's shared subscriber connections, until stop is called;
+// onMsg must not block. ok is false after Close. It is how the typed layers
+// listen (Election.Observe).
+func (m *Mutex) subscribe(ch string, onMsg func(data []byte)) (stop func(), ok bool) {
+	return m.client.notifier.listen(ch, onMsg)
 }
+
+// closed returns a channel closed when the Client's Close begins.
+func (m *Mutex) closed() <-chan struct{} { return m.client.done }

@@ -70,8 +70,12 @@ func main() {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for n := range observer.Observe(ctx) {
-			say("observer: %s leads (%s)", n.ID, n.Addr)
+		for l := range observer.Observe(ctx) {
+			if l.Vacant {
+				say("observer: nobody leads")
+				continue
+			}
+			say("observer: %s leads (%s), term %d", l.Value.ID, l.Value.Addr, l.Term)
 		}
 	}()
 
