@@ -88,7 +88,9 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 // per independent master. The caller keeps ownership: Close does not close
 // them. The same pool given twice is an error. Options that shape the pools
 // (password, TLS, dial timeout) do not apply; the master timeout and the
-// clock do.
+// clock do. A Client holds up to three connections of each pool at a time
+// (lock traffic, the subscriber connection shared by waiters and observers,
+// a health probe): a pool capped below that, with Wait set, delays them.
 func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 	cfg, err := newClientConfig(opts)
 	if err != nil {

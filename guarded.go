@@ -108,9 +108,11 @@ func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v 
 	return nil
 }
 
-// Load returns the newest value stored on a quorum of masters and the
-// fencing token it was written with; the zero T and 0 when none was written.
-// It does not lock: the value may change right after.
+// Load returns the newest copy among a quorum of masters and the fencing
+// token it was written with; the zero T and 0 when none was written. Every
+// Update that returned nil is at or below it; one that returned
+// ErrMaybeApplied may or may not be. It does not lock: the value may change
+// right after.
 func (g *Guarded[T]) Load(ctx context.Context) (T, uint64, error) {
 	var zero T
 	token, data, err := g.read(ctx)
