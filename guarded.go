@@ -44,15 +44,17 @@ func NewGuarded[T any](c *Client, name string, codec Codec[T], opts ...Option) (
 	return &Guarded[T]{mutex: m, valueKey: derivedKey(kindValue, name), codec: codec}, nil
 }
 
-// Update locks, reads the newest copy from a quorum of masters (the zero T if
-// none was written), calls fn with a pointer to it, writes the result back to
-// a quorum with the lease's fencing token, and unlocks. fn's context ends if
-// the lease is lost, and a lease lost by the time fn returns writes nothing.
+// Update locks, reads the newest copy from a quorum of the masters where it
+// holds the lock (the zero T if none was written), calls fn with a pointer
+// to it, writes the result back to a quorum with the lease's fencing token,
+// and unlocks. fn's context ends if the lease is lost, and a lease lost by
+// the time fn returns writes nothing.
 //
-// Each master refuses a write whose token is lower than the lock's fencing
-// counter or than the stored value's token: once a later holder has taken
-// its token, no earlier holder's write can reach a quorum, whether or not
-// the later one has written.
+// A master stores a write only if the writer holds the lock key there and
+// neither the stored value's token nor the lock's fencing counter is higher
+// than the writer's token: once a later holder has taken its token, no
+// earlier holder's write can reach a quorum, whether or not the later one
+// has written, and none lands where the later one reads.
 //
 // The result says what happened to the change:
 //   - nil: the change is stored on a quorum, whatever happens to the lease
