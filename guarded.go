@@ -65,8 +65,8 @@ func NewGuarded[T any](c *Client, name string, codec Codec[T], opts ...Option) (
 //     outcome is unknown (replies lost, only a minority stored it), Update
 //     sends the same write again (same token and value: idempotent) for as
 //     long as the lease holds, so this error means the lease ended first.
-//   - any other error (Lock's, fn's, a refused write matching ErrFenced, a
-//     failure before the write): the change was not applied.
+//   - any other error (Lock's, fn's, a write refused everywhere, matching
+//     ErrFenced, a failure before the write): the change was not applied.
 //
 // So a caller that retries after an error that does not match
 // ErrMaybeApplied never applies a change twice; after ErrMaybeApplied it
