@@ -26,9 +26,8 @@ type Election[T any] struct {
 	channel   string
 	codec     Codec[T]
 
-	mu     sync.Mutex
-	resign context.CancelCauseFunc // ends the running lead; nil when not leading
-	lease  *Lease                  // the lease of the running lead; nil when not leading
+	mu   sync.Mutex
+	term *leadership // the running leadership; nil when not leading
 }
 
 var errResigned = errors.New("distlock: resigned")
@@ -55,8 +54,9 @@ func NewElection[T any](c *Client, name string, codec Codec[T], opts ...Option) 
 // steps down and campaigns again, pausing between attempts as the
 // election's retry policy says (see WithRetry).
 //
-// It returns only when ctx ends (ctx.Err() itself), after Resign (nil), when
-// lead returns while still leader (lead's error), or when campaigning cannot
+// It returns only when ctx ends (ctx.Err() itself), after Resign (nil,
+// whatever lead returned), when lead returns while still leader (lead's
+// error), or when campaigning cannot
 // go on: the retry policy stopped, a failure that retrying cannot fix
 // (ErrPermanent), or the Client was closed (ErrClosed). Each time it steps
 // down first: it retracts its record and unlocks. If lead panics, Run steps
@@ -87,6 +87,7 @@ func (e *Election[T]) Run(ctx context.Context, value T, lead func(ctx context.Co
 		case isFinal(err):
 			return err
 		case err == nil:
+			b = nil  // a fresh retry policy for each term
 			continue // leadership was lost: campaign again at once
 		}
 		// Taking office failed for a reason that may pass: campaign again
@@ -123,35 +124,44 @@ func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead
 
 	leadCtx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
+	tm := &leadership{cancel: cancel, lease: lease}
 	e.mu.Lock()
-	e.resign, e.lease = cancel, lease
+	e.term = tm
 	e.mu.Unlock()
-	stepDown := func() {
-		stop()
-		e.mu.Lock()
-		e.resign, e.lease = nil, nil
-		e.mu.Unlock()
-	}
-	// If lead panics, leadership ends (the deferred retract and Unlock above
-	// run) and the panic goes on, unchanged.
+	// Deferred, so that it runs if lead panics (or calls runtime.Goexit):
+	// leadership ends, the retract and Unlock above run next, and a panic
+	// goes on, unchanged.
 	defer func() {
-		if p := recover(); p != nil {
-			stepDown()
-			cancel(nil)
-			panic(p)
+		stop()
+		cancel(nil)
+		e.mu.Lock()
+		if e.term == tm {
+			e.term = nil
 		}
+		e.mu.Unlock()
 	}()
 	err = lead(leadCtx)
-	stepDown()
-	cause := context.Cause(leadCtx)
-	cancel(nil)
+	// From here Resign answers ErrNotHeld: whether it came first is settled.
+	e.mu.Lock()
+	resigned := tm.resigned
+	if e.term == tm {
+		e.term = nil
+	}
+	e.mu.Unlock()
 	switch {
-	case errors.Is(cause, errResigned):
+	case resigned:
 		return true, nil
 	case lease.Err() != nil:
 		return false, nil // lost: campaign again
 	}
 	return true, err
+}
+
+// leadership is one term of an Election value.
+type leadership struct {
+	cancel   context.CancelCauseFunc // ends lead's context
+	lease    *Lease
+	resigned bool // Resign was called; guarded by the Election's mu
 }
 
 // Resign ends the current leadership of this Election value, if it leads:
@@ -160,10 +170,11 @@ func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead
 func (e *Election[T]) Resign(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.resign == nil {
+	if e.term == nil {
 		return ErrNotHeld
 	}
-	e.resign(errResigned)
+	e.term.resigned = true
+	e.term.cancel(errResigned)
 	return nil
 }
 
@@ -366,8 +377,11 @@ func parseAnnouncement(msg []byte) (announcement, bool) {
 // watchdog moves it forward; a leader whose until comes close is not
 // renewing and must be ready to stop.
 func (e *Election[T]) Leading() (until time.Time, ok bool) {
+	var l *Lease
 	e.mu.Lock()
-	l := e.lease
+	if e.term != nil {
+		l = e.term.lease
+	}
 	e.mu.Unlock()
 	if l == nil || !l.held() {
 		return time.Time{}, false

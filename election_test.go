@@ -365,3 +365,95 @@ func TestObserveEndsWithClient(t *testing.T) {
 	_, open := <-e.Observe(context.Background())
 	assert.False(t, open)
 }
+
+// TestResignAfterLossEndsRun: Resign that returns nil ends Run with nil,
+// even when the lease was already lost (lead's ctx ended) when it came: Run
+// does not campaign again.
+func TestResignAfterLossEndsRun(t *testing.T) {
+	servers, c := cluster(t, 3)
+	name := lockName(t)
+	e, err := distlock.NewElection[string](c, name, nil, distlock.WithTTL(600*time.Millisecond))
+	require.NoError(t, err)
+	var leads atomic.Int32
+	resigned := make(chan error, 1)
+	ran := make(chan error, 1)
+	go func() {
+		ran <- e.Run(context.Background(), "me", func(ctx context.Context) error {
+			if leads.Add(1) > 1 {
+				<-ctx.Done()
+				return errors.New("second term")
+			}
+			for _, s := range servers { // the lease is lost: its keys are gone
+				_, _ = s.Do("DEL", name)
+			}
+			<-ctx.Done()
+			resigned <- e.Resign(context.Background()) // the app decides to step down for good
+			return nil
+		})
+	}()
+	require.NoError(t, recv(t, resigned, "Resign"), "Resign says it worked")
+	select {
+	case err := <-ran:
+		t.Logf("Run returned %v", err)
+	case <-time.After(3 * time.Second):
+		t.Errorf("Run did not return after a Resign that returned nil; lead called %d times; Leading: %v", leads.Load(), func() bool { _, ok := e.Leading(); return ok }())
+		_ = e.Resign(context.Background())
+		recv(t, ran, "Run")
+	}
+}
+
+// TestElectionRetryPolicyPerTerm: Run takes a fresh retry policy for each
+// term, so a policy with a time or count budget is not spent across
+// unrelated faults, and a later single transient fault does not make Run
+// return while ctx is live.
+func TestElectionRetryPolicyPerTerm(t *testing.T) {
+	servers, c := cluster(t, 3)
+	name := lockName(t)
+	fence := distlock.KeyOf("fence", name)
+	poison := func() {
+		for _, s := range servers[:2] {
+			_, err := s.Do("SET", fence, "-5")
+			require.NoError(t, err)
+		}
+	}
+	heal := func() {
+		for _, s := range servers[:2] {
+			_, err := s.Do("DEL", fence)
+			require.NoError(t, err)
+		}
+	}
+	e, err := distlock.NewElection[string](c, name, nil, distlock.WithTTL(600*time.Millisecond),
+		distlock.WithRetry(func() backoff.BackOff {
+			return backoff.NewExponentialBackOff(backoff.WithInitialInterval(50*time.Millisecond), backoff.WithMaxElapsedTime(time.Second))
+		}))
+	require.NoError(t, err)
+	poison()
+	var terms atomic.Int32
+	leading := make(chan struct{}, 4)
+	ran := make(chan error, 1)
+	go func() {
+		ran <- e.Run(context.Background(), "me", func(ctx context.Context) error {
+			terms.Add(1)
+			leading <- struct{}{}
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	time.Sleep(200 * time.Millisecond) // fault 1: a few retries
+	heal()
+	recv(t, leading, "first term")
+	time.Sleep(1500 * time.Millisecond) // lead well for a while
+	poison()                            // fault 2 (transient) and the lease lost
+	for _, s := range servers {
+		_, _ = s.Do("DEL", name)
+	}
+	go func() { time.Sleep(300 * time.Millisecond); heal() }()
+	select {
+	case err := <-ran:
+		t.Errorf("Run returned while ctx live, after one transient fault: %v", err)
+	case <-leading:
+		t.Log("second term")
+	case <-time.After(5 * time.Second):
+		t.Error("neither")
+	}
+}

@@ -125,20 +125,26 @@ func TestFencedLateWrite(t *testing.T) {
 	require.NoError(t, err)
 
 	close(resume)
-	err = recv(t, errA, "A's Update")
-	assert.ErrorIs(t, err, distlock.ErrFenced)
+	errAUpdate := recv(t, errA, "A's Update")
+	assert.ErrorIs(t, errAUpdate, distlock.ErrFenced)
 	v, token, err := gb.Load(context.Background())
 	require.NoError(t, err)
 	assert.Equal(t, "B's write", v)
 	assert.Equal(t, tokenB, token)
+	late := 0
 	for _, s := range servers {
 		stored, err := s.Do("HGET", distlock.KeyOf("value", name), "data")
 		require.NoError(t, err)
-		// B's write is on a quorum (a master where A's key had not expired
-		// yet refused it); A's late write is nowhere.
-		if stored != nil {
-			assert.Equal(t, `"B's write"`, string(stored.([]byte)), "refused on %s", s.Addr())
+		// A's late write needs A's key: it lands at most on a master where
+		// A's key had not expired yet (then A was told ErrMaybeApplied),
+		// never on a quorum, never where B holds the lock.
+		if stored != nil && string(stored.([]byte)) == `"A's late write"` {
+			late++
 		}
+	}
+	assert.LessOrEqual(t, late, 1, "A's late write is on a minority at most")
+	if late > 0 {
+		assert.ErrorIs(t, errAUpdate, distlock.ErrMaybeApplied)
 	}
 }
 
@@ -469,4 +475,32 @@ func TestGuardedHistory(t *testing.T) {
 	assert.GreaterOrEqual(t, int64(final), applied.Load(), "every nil result is in the value")
 	assert.LessOrEqual(t, int64(final), applied.Load()+maybe.Load(), "no change counted twice, none from a failed Update")
 	assert.Greater(t, applied.Load(), int64(0))
+}
+
+// TestGuardedSlowMasterKeepsFaultTolerance: a master that answers the
+// fencing read late may hold a counter above the holder's token (it created
+// it from TIME later); that master still takes the holder's writes, so with
+// one master of three down the write lands on the other two.
+func TestGuardedSlowMasterKeepsFaultTolerance(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(300*time.Millisecond))
+	name := lockName(t)
+	g, err := distlock.NewGuarded[int](c, name, nil, distlock.WithTTL(5*time.Second))
+	require.NoError(t, err)
+	proxies[2].SetLatency(30 * time.Millisecond) // a slower (remote) master
+	require.NoError(t, g.Update(context.Background(), func(_ context.Context, v *int) error { *v++; return nil }))
+	time.Sleep(200 * time.Millisecond)
+	_ = servers
+
+	// Second Update: M3 still slow while the token is taken; then M1 dies.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+	defer cancel()
+	start := time.Now()
+	err = g.Update(ctx, func(_ context.Context, v *int) error {
+		*v++
+		proxies[0].SetBlackhole(true) // one master of three unreachable
+		proxies[2].SetLatency(0)
+		return nil
+	})
+	t.Logf("Update with 2 of 3 masters up: %v after %v", err, time.Since(start))
+	assert.NoError(t, err, "2 of 3 masters up and the lease held, the write should land")
 }

@@ -10,10 +10,12 @@ import (
 	"github.com/benbjohnson/clock"
 )
 
-// ErrFenced is returned when a write is refused because a later holder of
-// the lock has a higher fencing token: this writer's lease ended (perhaps
-// while it was paused) and its write must not land.
-var ErrFenced = errors.New("distlock: write refused: a later lock holder has a higher fencing token (fenced)")
+// ErrFenced is returned when a quorum of masters refuses a Guarded write
+// because the writer no longer holds the lock there (a later holder took it)
+// or a later holder's value, with a higher fencing token, is stored: this
+// writer's lease ended (perhaps while it was paused) and its write must not
+// land.
+var ErrFenced = errors.New("distlock: write refused: the lock is a later holder's (fenced)")
 
 // ErrMaybeApplied is matched by a Guarded.Update error after which the
 // change may or may not be stored: the write was sent but not confirmed on a
@@ -51,10 +53,10 @@ func NewGuarded[T any](c *Client, name string, codec Codec[T], opts ...Option) (
 // the time fn returns writes nothing.
 //
 // A master stores a write only if the writer holds the lock key there and
-// neither the stored value's token nor the lock's fencing counter is higher
-// than the writer's token: once a later holder has taken its token, no
-// earlier holder's write can reach a quorum, whether or not the later one
-// has written, and none lands where the later one reads.
+// no higher token is stored: once a later holder has the lock (it holds the
+// key on a quorum), no earlier holder's write can reach a quorum, whether or
+// not the later one has taken its token or written, and none lands where
+// the later one reads.
 //
 // The result says what happened to the change:
 //   - nil: the change is stored on a quorum, whatever happens to the lease
@@ -100,6 +102,9 @@ func (g *Guarded[T]) Update(ctx context.Context, fn func(ctx context.Context, v 
 			return fmt.Errorf("distlock: guarded %q: encode: %w", g.mutex.Name(), err)
 		}
 		if err := lease.Err(); err != nil { // lost while fn ran: send nothing
+			return fmt.Errorf("distlock: guarded %q: not written: %w", g.mutex.Name(), err)
+		}
+		if err := ctx.Err(); err != nil { // ctx ended while fn ran: send nothing
 			return fmt.Errorf("distlock: guarded %q: not written: %w", g.mutex.Name(), err)
 		}
 		return g.write(ctx, lease, token, data)
@@ -216,12 +221,17 @@ func (g *Guarded[T]) write(ctx context.Context, lease *Lease, token uint64, data
 	tok := strconv.FormatUint(token, 10)
 	maybe := false
 	for {
-		t := lease.run(ctx, &guardedWriteOp, []any{g.mutex.nameArg, g.valueKey, g.mutex.fenceArg}, tok, data)
+		t := lease.run(ctx, &guardedWriteOp, []any{g.mutex.nameArg, g.valueKey}, tok, data)
 		if t.won() {
 			return nil
 		}
 		maybe = maybe || t.maybeApplied()
 		err := t.err(ErrFenced)
+		if t.refused() {
+			// The lock is not ours on a quorum any more: the lease is lost,
+			// as the watchdog would find.
+			lease.mutex.client.renewer.lose(lease.w, err)
+		}
 		if t.refused() || isFinal(err) || lease.Err() != nil || !sleep(ctx, g.mutex.clock(), transientRetry) {
 			if maybe {
 				return fmt.Errorf("%w: %w", ErrMaybeApplied, err)

@@ -41,7 +41,7 @@ var (
 	extendManyScript   = newLua(-1, extendManySrc) // the key count comes first in the arguments
 	fenceReadScript    = newLua(2, fenceReadSrc)
 	fenceWriteScript   = newLua(2, fenceWriteSrc)
-	guardedWriteScript = newLua(3, guardedWriteSrc)
+	guardedWriteScript = newLua(2, guardedWriteSrc)
 	guardedReadScript  = newLua(2, guardedReadSrc)
 	electionPublish    = newLua(2, electionPublishSrc)
 	electionRead       = newLua(2, electionReadSrc)
