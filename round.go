@@ -14,7 +14,7 @@ import (
 // counts the replies here. Nothing else counts a quorum.
 //
 // An op says what is sent and how one master's reply counts (its judge); a
-// tally counts the votes of one round and decides it; Client.round runs a
+// tally counts the votes of one round and decides it; tally.run sends a
 // round and waits for the decision. The watchdog feeds its own tallies as
 // the replies of its batched calls arrive.
 
