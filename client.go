@@ -221,6 +221,3 @@ func (m *Mutex) withLease(ctx context.Context, fn func(ctx context.Context, leas
 	}()
 	return fn(fnCtx, lease), nil
 }
-
-// clock returns the Client's clock.
-func (m *Mutex) clock() clock.Clock { return m.client.clock }

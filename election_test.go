@@ -135,15 +135,7 @@ func TestElectionResign(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorIs(t, e.Resign(context.Background()), distlock.ErrNotHeld, "not leading")
 
-	leading := make(chan struct{})
-	ran := make(chan error, 1)
-	go func() {
-		ran <- e.Run(context.Background(), "me", func(ctx context.Context) error {
-			close(leading)
-			<-ctx.Done()
-			return nil
-		})
-	}()
+	leading, ran := runLeader(context.Background(), e, "me")
 	recv(t, leading, "leading")
 	v, ok, err := e.Leader(context.Background())
 	require.NoError(t, err)
@@ -315,11 +307,7 @@ func TestObserveReportsVacancies(t *testing.T) {
 	cA := newClient(t, addrs)
 	a, err := distlock.NewElection[string](cA, name, nil, opts...)
 	require.NoError(t, err)
-	ranA := make(chan error, 1)
-	leadingA := make(chan struct{})
-	go func() {
-		ranA <- a.Run(ctx, "A", func(ctx context.Context) error { close(leadingA); <-ctx.Done(); return nil })
-	}()
+	leadingA, ranA := runLeader(ctx, a, "A")
 	l := recv(t, reports, "A leads")
 	recv(t, leadingA, "A's lead runs")
 	assert.Equal(t, "A", l.Value)
@@ -341,7 +329,7 @@ func TestObserveReportsVacancies(t *testing.T) {
 	cB := newClient(t, addrs)
 	b, err := distlock.NewElection[string](cB, name, nil, opts...)
 	require.NoError(t, err)
-	go func() { _ = b.Run(ctx, "B", func(ctx context.Context) error { <-ctx.Done(); return nil }) }()
+	runLeader(ctx, b, "B")
 	l = recv(t, reports, "B leads")
 	assert.Equal(t, "B", l.Value)
 	assert.Greater(t, l.Term, v.Term)

@@ -140,15 +140,7 @@ func TestEveryScriptTouchesOneSlot(t *testing.T) {
 			e, err := distlock.NewElection[string](c, name+"/e", nil)
 			require.NoError(t, err)
 			ctx, cancel := context.WithCancel(context.Background())
-			led := make(chan struct{})
-			done := make(chan error, 1)
-			go func() {
-				done <- e.Run(ctx, "me", func(ctx context.Context) error {
-					close(led)
-					<-ctx.Done()
-					return nil
-				})
-			}()
+			led, done := runLeader(ctx, e, "me")
 			recv(t, led, "elected")
 			v, ok, err := e.Leader(context.Background())
 			require.NoError(t, err)

@@ -172,6 +172,21 @@ func lockAsync(ctx context.Context, m *distlock.Mutex) <-chan error {
 	return got
 }
 
+// runLeader runs e.Run(ctx, value, ...) in a goroutine with a lead that
+// waits for its context: leading is closed when lead starts, ran receives
+// Run's result.
+func runLeader[T any](ctx context.Context, e *distlock.Election[T], value T) (leading <-chan struct{}, ran <-chan error) {
+	l, r := make(chan struct{}), make(chan error, 1)
+	go func() {
+		r <- e.Run(ctx, value, func(ctx context.Context) error {
+			close(l)
+			<-ctx.Done()
+			return nil
+		})
+	}()
+	return l, r
+}
+
 // waitTimeout bounds every wait on a channel in the tests: far above any
 // handoff the tests expect, so it only ends a test that would hang.
 const waitTimeout = 20 * time.Second

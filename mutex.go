@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/benbjohnson/clock"
 	"github.com/cenkalti/backoff/v4"
 )
 
@@ -53,6 +54,9 @@ func (c *Client) NewMutex(name string, opts ...Option) (*Mutex, error) {
 
 // Name returns the lock's name, which is also its Redis key.
 func (m *Mutex) Name() string { return m.name }
+
+// clock returns the Client's clock.
+func (m *Mutex) clock() clock.Clock { return m.client.clock }
 
 // Lock acquires the lock, retrying failed rounds until a round succeeds, ctx
 // ends, the retry policy (see WithRetry) returns backoff.Stop, or a failure
