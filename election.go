@@ -93,7 +93,7 @@ func (e *Election[T]) Run(ctx context.Context, value T, lead func(ctx context.Co
 		// Taking office failed for a reason that may pass: campaign again
 		// after the retry policy's pause.
 		if b == nil {
-			b = e.mutex.newBackOff()
+			b = e.mutex.cfg.backOff(e.mutex.clock())
 		}
 		d := b.NextBackOff()
 		if d == backoff.Stop {

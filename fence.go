@@ -2,6 +2,7 @@ package distlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 )
@@ -23,6 +24,9 @@ import (
 // A counter lost to a master restart starts again from the server's TIME in
 // microseconds.
 //
+// A read lease of an RWMutex has none: Token returns an error matching
+// errors.ErrUnsupported.
+//
 // Limits: it relies on the lock's own safety (the timing assumptions of
 // Redlock), on the masters' clocks not going back across a restart, and on
 // fewer than one acquisition per microsecond. Token fails, with an error
@@ -38,10 +42,13 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	if l.fence != 0 {
 		return l.fence, nil
 	}
+	m := l.mutex
+	if !m.kind.tokens {
+		return 0, fmt.Errorf("distlock: %q: a read lease has no fencing token: %w", m.name, errors.ErrUnsupported)
+	}
 	if !l.held() {
 		return 0, fmt.Errorf("%w: %q: the lease ended", ErrNotHeld, l.mutex.name)
 	}
-	m := l.mutex
 	t := l.run(ctx, &fenceReadOp, []any{m.nameArg, m.fenceArg})
 	if err := l.refusedEnds(t); err != nil {
 		return 0, err

@@ -29,6 +29,10 @@ const (
 	kindValue   = "value"
 	kindLeader  = "leader"
 	kindRelease = "release"
+	kindReaders = "readers" // an RWMutex's reader set
+	// kindWriterWaits bars new readers of an RWMutex while a writer waits.
+	kindWriterWaits = "writer-waits"
+	kindSlot        = "slot" // a Slots' slot i is the lock <slot key>:i
 )
 
 // idleChannel is subscribed by every subscriber connection; nothing is

@@ -210,8 +210,8 @@ func (l *Lease) Unlock(ctx context.Context) error {
 func (m *Mutex) release(ctx context.Context, token any) error {
 	c := m.client
 	var t tally
-	t.init(c, &releaseOp, m.name)
-	t.run(ctx, []any{m.nameArg, token, m.channelArg, c.idArg})
+	t.init(c, m.kind.release, m.name)
+	t.run(ctx, []any{m.keyArg, token, m.channelArg, c.idArg})
 	if t.yes > 0 {
 		// Wake this Client's next waiter at once; and if the release was
 		// announced to subscribers, give them the first go at the lock.
@@ -254,12 +254,12 @@ func (l *Lease) Extend(ctx context.Context) error {
 	m := l.mutex
 	c := m.client
 	var t tally
-	t.init(c, &extendOp, m.name)
+	t.init(c, m.kind.extend, m.name)
 	t0 := c.clock.Now()
 	// Replies that come after the round is decided (fast quorum) go to the
 	// watchdog, which heals a master that answers that the key is missing.
 	sink := newLateSink(t.n, func(r reply) { c.renewer.late(l.w, r) })
-	t.runOn(ctx, []any{m.nameArg, l.token, m.ttlArg}, sink, sink.ch)
+	t.runOn(ctx, []any{m.keyArg, l.token, m.ttlArg}, sink, sink.ch)
 	until := t0.Add(m.cfg.ttl - m.cfg.drift())
 	won := t.won() && c.clock.Now().Before(until)
 	defer sink.decided(won)

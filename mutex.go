@@ -19,14 +19,43 @@ import (
 // (redsync, the Python DistLock) exclude this one and are excluded by it.
 type Mutex struct {
 	client  *Client
-	name    string
+	name    string // the lock's name, as errors and Lease.Name report it
 	channel string // where releases are announced
 	cfg     lockConfig
+	kind    *lockKind
 
 	// The script arguments that never change, boxed once: putting a string
-	// or an int64 in an interface allocates.
-	nameArg, fenceArg, channelArg, ttlArg any
+	// or an int64 in an interface allocates. nameArg is the lock key (the
+	// name, or a slot's key), keyArg the key that holds a lease's token
+	// (the lock key, or an RWMutex's reader set), acqKeys and healKeys the
+	// keys of the kind's acquire and heal scripts.
+	nameArg, keyArg, fenceArg, channelArg, ttlArg any
+	acqKeys, healKeys                             []any
 }
+
+// lockKind is what a lease holds on each master, and the scripts that take,
+// keep and give it back. A Mutex and an RWMutex's writer hold a lock key
+// with their token (SET NX); an RWMutex's reader holds an entry in the
+// lock's reader set. Every round of every kind goes through the same round
+// engine and quorum rules; only the scripts differ.
+type lockKind struct {
+	acquire    *op  // keys acqKeys; argv token, ttl[, waiter id when waits]
+	heal       *lua // sets the lease's entry again where it is missing: keys healKeys; argv token, ttl
+	release    *op  // keys [keyArg]; argv token, release channel, client id
+	cleanUp    *op  // release without announcing, after a failed round
+	extend     *op  // keys [keyArg]; argv token, ttl
+	extendMany *lua // the watchdog's batch: keys, then token and ttl per key
+	// waits: Lock passes a waiter id as the acquire script's last argument
+	// (a writer that waits bars new readers), and withdraw runs when Lock
+	// gives up, to take that bar back.
+	waits    bool
+	withdraw *op
+	tokens   bool // Lease.Token is supported
+}
+
+// mutexKind is the plain lock: the lock key holds the holder's token.
+var mutexKind = lockKind{acquire: &acquireOp, heal: acquireScript, release: &releaseOp, cleanUp: &cleanUpOp,
+	extend: &extendOp, extendMany: extendManyScript, tokens: true}
 
 // NewMutex returns the lock called name. It checks the name and the options
 // and returns an error naming the one that is invalid, or ErrClosed after
@@ -34,22 +63,37 @@ type Mutex struct {
 // that starts with "__distlock:" (reserved for the keys the library derives)
 // or that contains '}' without a Redis Cluster hash tag.
 func (c *Client) NewMutex(name string, opts ...Option) (*Mutex, error) {
+	cfg, err := c.lockConfig(name, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c.newMutex(name, name, derivedKey(kindRelease, name), cfg, &mutexKind), nil
+}
+
+// lockConfig checks that c is open, name valid and opts valid, and returns
+// the lock configuration they give.
+func (c *Client) lockConfig(name string, opts []Option) (lockConfig, error) {
 	if c.closed.Load() {
-		return nil, ErrClosed
+		return lockConfig{}, ErrClosed
 	}
 	cfg := defaultLockConfig()
 	for _, o := range opts {
 		o(&cfg)
 	}
 	if err := checkName(name); err != nil {
-		return nil, err
+		return lockConfig{}, err
 	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
-	m := &Mutex{client: c, name: name, channel: derivedKey(kindRelease, name), cfg: cfg}
-	m.nameArg, m.fenceArg, m.channelArg, m.ttlArg = m.name, derivedKey(kindFence, name), m.channel, m.cfg.ttl.Milliseconds()
-	return m, nil
+	return cfg, cfg.validate()
+}
+
+// newMutex returns a Mutex of kind k whose lock key is key, announcing its
+// releases on channel. name is what errors and Lease.Name call it.
+func (c *Client) newMutex(name, key, channel string, cfg lockConfig, k *lockKind) *Mutex {
+	m := &Mutex{client: c, name: name, channel: channel, cfg: cfg, kind: k}
+	m.nameArg, m.keyArg, m.fenceArg, m.channelArg, m.ttlArg = key, key, derivedKey(kindFence, key), channel, cfg.ttl.Milliseconds()
+	m.acqKeys = []any{m.nameArg, m.fenceArg}
+	m.healKeys = m.acqKeys
+	return m
 }
 
 // Name returns the lock's name, which is also its Redis key.
@@ -78,17 +122,46 @@ func (m *Mutex) clock() clock.Clock { return m.client.clock }
 // errors.Is(err, context.DeadlineExceeded) tells a timeout from a lock that
 // stayed busy. No key of a failed round is left behind.
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
+	if m.kind.waits {
+		return m.client.lock(ctx, &waitingWriter{m: m, id: newToken()}, m.channel, &m.cfg)
+	}
+	return m.client.lock(ctx, m, m.channel, &m.cfg)
+}
+
+// attempt is what Client.lock tries until it gets a lease.
+type attempt interface {
+	// try makes one attempt. It returns the lease, or why not and how long
+	// to wait at most before the holder's keys expire (0 if unknown).
+	try(ctx context.Context) (*Lease, time.Duration, error)
+	// giveUp undoes what the failed attempts left for others to see (a
+	// waiting writer's bar), before the caller leaves the Client's queue.
+	giveUp()
+}
+
+// try makes one acquire round (attempt).
+func (m *Mutex) try(ctx context.Context) (*Lease, time.Duration, error) {
+	return m.acquire(ctx, nil)
+}
+
+func (m *Mutex) giveUp() {}
+
+// lock is Lock's loop for any attempt a whose releases are announced on ch,
+// with cfg's retry policy (see Mutex.Lock).
+func (c *Client) lock(ctx context.Context, a attempt, ch string, cfg *lockConfig) (lease *Lease, err error) {
 	var b backoff.BackOff // made at the first failed round
-	clk := m.client.clock
-	n := m.client.notifier
+	clk := c.clock
+	n := c.notifier
 	var w *waiter // our place in the Client's queue for this name, once we wait
 	defer func() {
+		if lease == nil {
+			a.giveUp()
+		}
 		if w != nil {
-			n.leave(m.channel, w)
+			n.leave(ch, w)
 		}
 	}()
-	if n.queued(m.channel) {
-		w = n.join(m.channel) // behind this Client's earlier waiters
+	if n.queued(ch) {
+		w = n.join(ch) // behind this Client's earlier waiters
 	}
 	var last error // the reason the last complete round failed
 	for {
@@ -101,11 +174,11 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 		}
 		if w == nil {
 			// Just released here while others elsewhere were told: let them in.
-			if d := n.yieldFor(m.channel); d > 0 && !sleep(ctx, clk, d) {
+			if d := n.yieldFor(ch); d > 0 && !sleep(ctx, clk, d) {
 				return nil, notAcquired(last, ctx.Err())
 			}
 		}
-		lease, heldFor, err := m.acquire(ctx)
+		lease, heldFor, err := a.try(ctx)
 		if err == nil {
 			return lease, nil
 		}
@@ -124,12 +197,12 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 		if w == nil && errors.Is(err, ErrLocked) {
 			// From now on a release notice wakes us. Subscribing takes a
 			// moment: try once more at once, in case the release came first.
-			if w = n.join(m.channel); w != nil {
+			if w = n.join(ch); w != nil {
 				continue
 			}
 		}
 		if b == nil {
-			b = m.newBackOff()
+			b = cfg.backOff(clk)
 		}
 		d := b.NextBackOff()
 		if d == backoff.Stop {
@@ -138,7 +211,7 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 		if heldFor > 0 && heldFor < d {
 			d = heldFor
 		}
-		if !m.wait(ctx, w, d) {
+		if !c.wait(ctx, w, d) {
 			return nil, notAcquired(err, ctx.Err())
 		}
 	}
@@ -151,7 +224,7 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 // agree, ErrNoValidity when the quorum came too late, ctx.Err() when ctx
 // ended first. A failed round leaves no key of its own behind.
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) {
-	lease, _, err := m.acquire(ctx)
+	lease, _, err := m.acquire(ctx, nil)
 	if err != nil {
 		return nil, notAcquired(err, ctx.Err())
 	}
@@ -182,7 +255,8 @@ var noAnnounce any = ""
 
 // acquire runs one Redlock acquire round. On failure it also returns how long
 // to wait at most before the earliest holder's key expires (0 if unknown).
-func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
+// waiter is a waiting writer's id (see lockKind.waits), or nil.
+func (m *Mutex) acquire(ctx context.Context, waiter any) (*Lease, time.Duration, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
@@ -194,11 +268,19 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 	defer c.active.Add(-1)
 	token := any(newToken()) // boxed once, for every round of this lease
 	var t tally
-	t.init(c, &acquireOp, m.name)
+	t.init(c, m.kind.acquire, m.name)
+	var buf [8]any
+	args := append(append(buf[:0], m.acqKeys...), token, m.ttlArg)
+	if m.kind.waits {
+		if waiter == nil {
+			waiter = noAnnounce // TryLock: no bar for readers
+		}
+		args = append(args, waiter)
+	}
 	t0 := c.clock.Now()
 	// Fast quorum: the round ends as soon as a quorum said yes, or so many
 	// said no that a quorum is impossible. A slow master is not waited for.
-	t.run(ctx, []any{m.nameArg, m.fenceArg, token, m.ttlArg})
+	t.run(ctx, args)
 	until := t0.Add(m.cfg.ttl - m.cfg.drift())
 	now := c.clock.Now()
 	if t.stopped == nil && t.won() && now.Before(until) {
@@ -240,7 +322,7 @@ func (m *Mutex) acquire(ctx context.Context) (*Lease, time.Duration, error) {
 func (m *Mutex) cleanUp(token any, acq *tally) {
 	c := m.client
 	var t tally
-	t.init(c, &cleanUpOp, m.name)
+	t.init(c, m.kind.cleanUp, m.name)
 	for i := range acq.n {
 		switch {
 		case acq.vote(i) == voteNo, errors.Is(acq.errOf(i), errNotSent):
@@ -251,7 +333,7 @@ func (m *Mutex) cleanUp(token any, acq *tally) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	t.run(ctx, []any{m.nameArg, token, noAnnounce, c.idArg})
+	t.run(ctx, []any{m.keyArg, token, noAnnounce, c.idArg})
 }
 
 // run runs a round of o on the lock's masters with args and returns its

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -216,9 +217,10 @@ func (r *renewer) heal(w *watch, masters []int) {
 	// acquire.lua, as an acquisition on that master: SET NX, and the fencing
 	// counter incremented if it exists, so a later Token read there is above
 	// every earlier holder's token (see Lease.Token).
-	args := acquireScript.evalsha(w.m.nameArg, w.m.fenceArg, w.token, w.m.ttlArg)
+	m := w.m
+	args := m.kind.heal.evalsha(append(append([]any(nil), m.healKeys...), w.token, m.ttlArg)...)
 	for _, i := range masters {
-		r.c.masters[i].submit(&command{script: acquireScript, args: args, idx: i})
+		r.c.masters[i].submit(&command{script: m.kind.heal, args: args, idx: i})
 	}
 }
 
@@ -358,7 +360,7 @@ func (r *renewer) act(w *watch, now time.Time) {
 // startRound starts w's extension round; sendRounds sends it. mu is held.
 func (r *renewer) startRound(w *watch, now time.Time) {
 	rd := &renewRound{w: w, t0: now}
-	rd.t.init(r.c, &extendOp, w.m.name)
+	rd.t.init(r.c, w.m.kind.extend, w.m.name)
 	w.round = rd
 	w.rounds++
 	r.inflight++
@@ -367,24 +369,35 @@ func (r *renewer) startRound(w *watch, now time.Time) {
 }
 
 // sendRounds sends the rounds started in this pass to every master, up to
-// maxExtendBatch leases per script call. mu is held.
+// maxExtendBatch leases per script call, one call per kind of lease. mu is
+// held.
 func (r *renewer) sendRounds() {
+	// Leases of one kind next to each other: plain locks first.
+	sort.SliceStable(r.starting, func(i, j int) bool {
+		return r.starting[i].m.kind.extendMany == extendManyScript && r.starting[j].m.kind.extendMany != extendManyScript
+	})
 	pending := r.starting
 	for len(pending) > 0 {
-		ws := pending[:min(len(pending), maxExtendBatch)]
-		pending = pending[len(ws):]
+		// The longest run of one kind's script, up to maxExtendBatch.
+		script := pending[0].m.kind.extendMany
+		k := 1
+		for k < len(pending) && k < maxExtendBatch && pending[k].m.kind.extendMany == script {
+			k++
+		}
+		ws := pending[:k]
+		pending = pending[k:]
 		chunk := &renewChunk{rounds: make([]*renewRound, len(ws))}
 		args := make([]any, 0, 2+3*len(ws))
-		args = append(args, extendManyScript.Hash(), len(ws)) // EVALSHA sha numkeys keys... argv...
+		args = append(args, script.Hash(), len(ws)) // EVALSHA sha numkeys keys... argv...
 		for i, w := range ws {
 			chunk.rounds[i] = w.round
-			args = append(args, w.m.nameArg)
+			args = append(args, w.m.keyArg)
 		}
 		for _, w := range ws {
 			args = append(args, w.token, w.m.ttlArg)
 		}
 		for i, ms := range r.c.masters {
-			ms.submit(&command{script: extendManyScript, args: args, idx: i, tag: chunk, reply: r})
+			ms.submit(&command{script: script, args: args, idx: i, tag: chunk, reply: r})
 		}
 	}
 	clear(r.starting)

@@ -10,8 +10,8 @@ import (
 
 // wait sleeps d on the Client's clock, or until a release is announced to w
 // (then a short spread, see notifier.spread). It reports false if ctx ended.
-func (m *Mutex) wait(ctx context.Context, w *waiter, d time.Duration) bool {
-	clk := m.client.clock
+func (c *Client) wait(ctx context.Context, w *waiter, d time.Duration) bool {
+	clk := c.clock
 	if w == nil {
 		return sleep(ctx, clk, d)
 	}
@@ -24,16 +24,16 @@ func (m *Mutex) wait(ctx context.Context, w *waiter, d time.Duration) bool {
 		if !announced {
 			return true // released by this Client: the queue already orders us
 		}
-		return sleep(ctx, clk, m.client.notifier.spread(w))
+		return sleep(ctx, clk, c.notifier.spread(w))
 	case <-ctx.Done():
 		return false
 	}
 }
 
-// newBackOff returns a fresh policy for one Lock call.
-func (m *Mutex) newBackOff() backoff.BackOff {
-	if m.cfg.newBackOff != nil {
-		return m.cfg.newBackOff()
+// backOff returns a fresh retry policy for one Lock call.
+func (cfg *lockConfig) backOff(clk clock.Clock) backoff.BackOff {
+	if cfg.newBackOff != nil {
+		return cfg.newBackOff()
 	}
 	return backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(DefaultRetryInitial),
@@ -41,7 +41,7 @@ func (m *Mutex) newBackOff() backoff.BackOff {
 		backoff.WithMultiplier(2),
 		backoff.WithRandomizationFactor(0.5),
 		backoff.WithMaxElapsedTime(0), // never stop: ctx bounds the wait
-		backoff.WithClockProvider(m.client.clock),
+		backoff.WithClockProvider(clk),
 	)
 }
 

@@ -34,6 +34,16 @@ var (
 	electionReadSrc string
 	//go:embed scripts/election_retract.lua
 	electionRetractSrc string
+	//go:embed scripts/rw_read.lua
+	rwReadSrc string
+	//go:embed scripts/rw_read_extend.lua
+	rwReadExtendSrc string
+	//go:embed scripts/rw_read_release.lua
+	rwReadReleaseSrc string
+	//go:embed scripts/rw_write.lua
+	rwWriteSrc string
+	//go:embed scripts/rw_withdraw.lua
+	rwWithdrawSrc string
 
 	acquireScript      = newLua(2, acquireSrc)
 	extendScript       = newLua(1, extendSrc)
@@ -46,12 +56,18 @@ var (
 	electionPublish    = newLua(2, electionPublishSrc)
 	electionRead       = newLua(2, electionReadSrc)
 	electionRetract    = newLua(1, electionRetractSrc)
+	rwReadScript       = newLua(3, rwReadSrc)
+	rwReadExtendScript = newLua(-1, rwReadExtendSrc)
+	rwReadExtendOne    = newLua(1, rwReadExtendSrc) // the same script, for one lease
+	rwReadRelease      = newLua(1, rwReadReleaseSrc)
+	rwWriteScript      = newLua(4, rwWriteSrc)
+	rwWithdrawScript   = newLua(1, rwWithdrawSrc)
 
 	// scriptSources are loaded (SCRIPT LOAD) on every new connection, before
 	// the connection carries any command, so EVALSHA finds them after a
 	// master restart.
 	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, extendManySrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc, guardedReadSrc,
-		electionPublishSrc, electionReadSrc, electionRetractSrc}
+		electionPublishSrc, electionReadSrc, electionRetractSrc, rwReadSrc, rwReadExtendSrc, rwReadReleaseSrc, rwWriteSrc, rwWithdrawSrc}
 )
 
 // lua is a script and the number of its keys (-1: the caller passes the

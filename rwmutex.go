@@ -1,0 +1,143 @@
+package distlock
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// RWMutex is a named read-write lock over the Client's masters: many
+// readers at once, or one writer. Each RLock and Lock returns its own Lease,
+// renewed by the watchdog, lost and unlocked exactly like a Mutex's lease.
+//
+// A writer that waits bars new readers: once its Lock has found the lock
+// busy, new RLock calls wait until it has had its turn (or given up), so a
+// stream of readers cannot starve it; it gets in as soon as the readers
+// that hold the lock release, or their leases expire (within a TTL of a
+// reader's process dying). Waiting writers do not bar each other.
+//
+// On each master, the writer holds the lock key (the name, with its token,
+// as a Mutex does) and the readers an entry each, with its expiry, in a
+// reader set beside it (see the README's key layout); the quorum and
+// validity rules are those of Mutex. A plain Mutex of the same name
+// excludes writers and new readers, but does not wait for readers: do not
+// use both on one name.
+//
+// An RWMutex is safe for concurrent use.
+type RWMutex struct {
+	r, w *Mutex
+}
+
+// writerKind is an RWMutex's writer: the lock key with its token, taken
+// only where no reader is live.
+var writerKind = lockKind{acquire: &writeAcquireOp, heal: acquireScript, release: &releaseOp, cleanUp: &cleanUpOp,
+	extend: &extendOp, extendMany: extendManyScript, waits: true, withdraw: &withdrawOp, tokens: true}
+
+// readerKind is an RWMutex's reader: its token in the reader set.
+var readerKind = lockKind{acquire: &readAcquireOp, heal: rwReadScript, release: &readReleaseOp, cleanUp: &readCleanUpOp,
+	extend: &readExtendOp, extendMany: rwReadExtendScript}
+
+var (
+	// writeAcquireOp and readAcquireOp answer as acquireOp: OK when taken,
+	// else how long it stays busy.
+	writeAcquireOp = op{name: "acquire", script: rwWriteScript, judge: acquireOp.judge}
+	readAcquireOp  = op{name: "acquire", script: rwReadScript, judge: acquireOp.judge}
+	// readReleaseOp answers as releaseOp (never -1).
+	readReleaseOp = op{name: "release", script: rwReadRelease, gone: true, resend: true, judge: releaseOp.judge}
+	readCleanUpOp = op{name: "release", script: rwReadRelease, all: true, resend: true, judge: releaseOp.judge}
+	// readExtendOp: one lease's rw_read_extend.lua answer, {1} or {0}; the
+	// watchdog's batches hand it each element.
+	readExtendOp = op{name: "extend", script: rwReadExtendOne, judge: func(val any) (vote, error) {
+		if a, ok := val.([]any); ok && len(a) == 1 {
+			val = a[0]
+		}
+		return extendOp.judge(val)
+	}}
+	// withdrawOp lifts a waiting writer's bar on every master that has it.
+	withdrawOp = op{name: "withdraw", script: rwWithdrawScript, all: true, resend: true, judge: judgeDone(errMissing, errOtherOwner)}
+)
+
+// NewRWMutex returns the read-write lock called name (the names allowed are
+// those of NewMutex; opts apply to read and write leases alike). It checks
+// the name and the options and returns an error naming the one that is
+// invalid, or ErrClosed after Close; it does not touch the masters.
+func (c *Client) NewRWMutex(name string, opts ...Option) (*RWMutex, error) {
+	cfg, err := c.lockConfig(name, opts)
+	if err != nil {
+		return nil, err
+	}
+	ch := derivedKey(kindRelease, name)
+	readers, bar := derivedKey(kindReaders, name), derivedKey(kindWriterWaits, name)
+	w := c.newMutex(name, name, ch, cfg, &writerKind)
+	w.acqKeys = []any{w.nameArg, w.fenceArg, readers, bar}
+	r := c.newMutex(name, name, ch, cfg, &readerKind)
+	r.keyArg = readers
+	r.acqKeys = []any{readers, r.nameArg, bar}
+	r.healKeys = r.acqKeys
+	return &RWMutex{r: r, w: w}, nil
+}
+
+// Name returns the lock's name, which is also the key the writer holds.
+func (rw *RWMutex) Name() string { return rw.w.name }
+
+// Lock acquires the lock for writing, waiting and retrying as Mutex.Lock
+// does, and returns the write lease. While it waits, new readers are barred
+// (see RWMutex). Its errors are those of Mutex.Lock; ErrLocked means a
+// writer or live readers held the lock.
+func (rw *RWMutex) Lock(ctx context.Context) (*Lease, error) { return rw.w.Lock(ctx) }
+
+// TryLock makes one write acquire round, as Mutex.TryLock does. It does not
+// bar readers.
+func (rw *RWMutex) TryLock(ctx context.Context) (*Lease, error) { return rw.w.TryLock(ctx) }
+
+// RLock acquires the lock for reading, shared with other readers, waiting
+// and retrying as Mutex.Lock does while a writer holds the lock or waits
+// for it. Its errors are those of Mutex.Lock. The read lease has no fencing
+// token: Lease.Token returns an error matching errors.ErrUnsupported.
+func (rw *RWMutex) RLock(ctx context.Context) (*Lease, error) { return rw.r.Lock(ctx) }
+
+// TryRLock makes one read acquire round, as Mutex.TryLock does.
+func (rw *RWMutex) TryRLock(ctx context.Context) (*Lease, error) { return rw.r.TryLock(ctx) }
+
+// Do locks for writing, runs fn, and unlocks, as Client.Do does.
+func (rw *RWMutex) Do(ctx context.Context, fn func(ctx context.Context) error) error {
+	fnErr, endErr := rw.w.withLease(ctx, func(ctx context.Context, _ *Lease) error { return fn(ctx) })
+	return errors.Join(fnErr, endErr)
+}
+
+// RDo locks for reading, runs fn, and unlocks, as Client.Do does.
+func (rw *RWMutex) RDo(ctx context.Context, fn func(ctx context.Context) error) error {
+	fnErr, endErr := rw.r.withLease(ctx, func(ctx context.Context, _ *Lease) error { return fn(ctx) })
+	return errors.Join(fnErr, endErr)
+}
+
+// waitingWriter is one Lock call of an RWMutex's writer: its rounds carry
+// the call's waiter id, with which a busy lock bars new readers.
+type waitingWriter struct {
+	m      *Mutex
+	id     any
+	barred bool // a round found the lock busy, and may have set the bar
+}
+
+func (a *waitingWriter) try(ctx context.Context) (*Lease, time.Duration, error) {
+	lease, heldFor, err := a.m.acquire(ctx, a.id)
+	if err != nil && !errors.Is(err, ErrClosed) {
+		a.barred = true
+	}
+	return lease, heldFor, err
+}
+
+// giveUp lifts the bar that the writer may have set, when its Lock gave up.
+// It runs on every master (bounded by the master timeout), and a master that
+// is down gets it when it answers again; a bar left anyway expires within
+// the TTL.
+func (a *waitingWriter) giveUp() {
+	if !a.barred {
+		return
+	}
+	m, id := a.m, a.id
+	c := m.client
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	m.run(ctx, m.kind.withdraw, derivedKey(kindWriterWaits, m.name), id, m.channelArg, c.idArg)
+}

@@ -1,0 +1,44 @@
+-- rw_write.lua: take an RWMutex's write lock on this master if no writer
+-- holds it and no reader's lease is live.
+--
+-- KEYS[1]  the lock key (holds the writer's token, as acquire.lua's)
+-- KEYS[2]  the lock's fencing counter (see acquire.lua)
+-- KEYS[3]  the lock's reader set (see rw_read.lua)
+-- KEYS[4]  the waiting-writer bar
+-- ARGV[1]  this acquisition's token
+-- ARGV[2]  time to live in milliseconds
+-- ARGV[3]  the id of a writer that waits (Lock), or '' (TryLock)
+--
+-- Returns the status reply OK when the key was set; then a bar this writer
+-- set is lifted. Otherwise returns how long in milliseconds the lock stays
+-- taken at most: the writer key's PTTL, or the time until the last reader's
+-- lease expires. A writer that waits (ARGV[3] not '') then sets the bar,
+-- which keeps new readers out for at most the TTL, so that a stream of
+-- readers cannot starve it; the bar holds the id of the last writer that set
+-- it. A lock key of another type than a string fails with WRONGTYPE.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+local busy
+local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+if #last > 0 then
+  busy = tonumber(last[2]) - now
+elseif redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    redis.call('INCR', KEYS[2])
+  end
+  if ARGV[3] ~= '' and redis.call('GET', KEYS[4]) == ARGV[3] then
+    redis.call('DEL', KEYS[4])
+  end
+  return redis.status_reply('OK')
+else
+  local kind = redis.call('TYPE', KEYS[1])['ok']
+  if kind ~= 'string' then
+    return redis.error_reply('WRONGTYPE the lock key holds a ' .. kind .. ', not a lock')
+  end
+  busy = redis.call('PTTL', KEYS[1])
+end
+if ARGV[3] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[2])
+end
+return busy
