@@ -203,7 +203,20 @@ func (c *Client) Do(ctx context.Context, name string, fn func(ctx context.Contex
 // the panic goes on, unchanged: a caller that recovers (as net/http does for
 // a handler) leaves no lease behind for the watchdog to renew forever.
 func (m *Mutex) withLease(ctx context.Context, fn func(ctx context.Context, lease *Lease) error) (fnErr, endErr error) {
-	lease, err := m.Lock(ctx)
+	return withLease(ctx, m.Lock, fn)
+}
+
+// held is what withLease needs of a lease: a *Lease or a *MultiLease.
+type held interface {
+	Context() context.Context
+	Err() error
+	Unlock(ctx context.Context) error
+}
+
+// withLease takes a lease with lock and runs fn under it, as Mutex.withLease
+// does.
+func withLease[L held](ctx context.Context, lock func(context.Context) (L, error), fn func(ctx context.Context, lease L) error) (fnErr, endErr error) {
+	lease, err := lock(ctx)
 	if err != nil {
 		return err, nil
 	}

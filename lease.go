@@ -35,6 +35,8 @@ type Lease struct {
 	w     *watch // the watchdog's record of this lease (&wd); only the watchdog reads it
 	wd    watch  // its storage: one allocation less per lease
 
+	acquired time.Time // the start of the acquire round
+
 	mu       sync.Mutex
 	until    time.Time
 	ended    bool  // Done is (or will be, when made) closed
@@ -43,6 +45,8 @@ type Lease struct {
 	done     chan struct{}
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
+
+	group *MultiLease // told when this lease ends; guarded by mu
 
 	fenceMu sync.Mutex // serializes Token
 	fence   uint64     // the fencing token, once handed out
@@ -57,7 +61,7 @@ var closedChan = func() chan struct{} {
 // newLease returns a held lease and hands it to the Client's watchdog, or
 // nil if the Client was closed meanwhile.
 func newLease(m *Mutex, token any, until time.Time) *Lease {
-	l := &Lease{mutex: m, token: token, until: until}
+	l := &Lease{mutex: m, token: token, until: until, acquired: until.Add(m.cfg.drift() - m.cfg.ttl)}
 	if !m.client.renewer.add(l) {
 		return nil
 	}
@@ -131,8 +135,8 @@ func (l *Lease) lost(reason error) bool {
 // Context. It reports false if the lease had already ended.
 func (l *Lease) end(err error) bool {
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if l.ended {
+		l.mu.Unlock()
 		return false
 	}
 	l.ended, l.err = true, err
@@ -142,7 +146,23 @@ func (l *Lease) end(err error) bool {
 	if l.cancel != nil {
 		l.cancel(err)
 	}
+	g := l.group
+	l.mu.Unlock()
+	if g != nil && err != nil {
+		g.end(err)
+	}
 	return true
+}
+
+// join makes g end when this lease is lost (at once if it was).
+func (l *Lease) join(g *MultiLease) {
+	l.mu.Lock()
+	l.group = g
+	lost := l.err
+	l.mu.Unlock()
+	if lost != nil {
+		g.end(lost)
+	}
 }
 
 // renewed moves Until forward after an extension round that started early
@@ -162,7 +182,10 @@ var releaseOp = op{name: "release", script: releaseScript, gone: true, resend: t
 
 // Unlock ends the lease and deletes the lock's key on every master where it
 // still holds this lease's token (never another owner's key). Done is closed
-// before the release is sent.
+// before the release is sent. With WithMinHold, a lease unlocked before its
+// minimum hold has passed leaves the keys until then instead (their TTL set
+// to what is left), unrenewed and unannounced: the lock stays taken until
+// the acquisition plus the minimum hold.
 //
 // It returns nil when a quorum of masters confirmed that our token is gone
 // (deleted now, or no longer there). It returns an error matching ErrNotHeld
@@ -195,7 +218,7 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.end(nil)
 	lostErr := l.Err()
 
-	err := l.mutex.release(ctx, l.token)
+	err := l.mutex.release(ctx, l.token, l.keep())
 	switch {
 	case lostErr != nil && err == nil:
 		return fmt.Errorf("%w: %w", ErrNotHeld, lostErr)
@@ -205,14 +228,33 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	return err
 }
 
+// keep returns how long the keys must stay after Unlock for the minimum
+// hold (WithMinHold), rounded up to whole milliseconds, or nil for none.
+func (l *Lease) keep() any {
+	cfg := &l.mutex.cfg
+	if cfg.minHold <= 0 {
+		return nil
+	}
+	left := l.acquired.Add(cfg.minHold).Sub(l.mutex.client.clock.Now())
+	if left <= 0 {
+		return nil
+	}
+	return int64((left + time.Millisecond - 1) / time.Millisecond)
+}
+
 // release runs one release round for token (see Lease.Unlock for the
-// results).
-func (m *Mutex) release(ctx context.Context, token any) error {
+// results). keep, when not nil, is how many milliseconds the keys stay
+// (WithMinHold) instead of being deleted.
+func (m *Mutex) release(ctx context.Context, token, keep any) error {
 	c := m.client
 	var t tally
 	t.init(c, m.kind.release, m.name)
-	t.run(ctx, []any{m.keyArg, token, m.channelArg, c.idArg})
-	if t.yes > 0 {
+	if keep != nil {
+		t.run(ctx, []any{m.keyArg, token, m.channelArg, c.idArg, keep})
+	} else {
+		t.run(ctx, []any{m.keyArg, token, m.channelArg, c.idArg})
+	}
+	if t.yes > 0 && keep == nil {
 		// Wake this Client's next waiter at once; and if the release was
 		// announced to subscribers, give them the first go at the lock.
 		c.notifier.released(m.channel)

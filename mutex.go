@@ -23,6 +23,7 @@ type Mutex struct {
 	channel string // where releases are announced
 	cfg     lockConfig
 	kind    *lockKind
+	slot    int // a Slots' slot: its index
 
 	// The script arguments that never change, boxed once: putting a string
 	// or an int64 in an interface allocates. nameArg is the lock key (the

@@ -122,6 +122,7 @@ type lockConfig struct {
 	marginSet     bool
 	driftSet      bool
 	maxHold       time.Duration // 0: no limit
+	minHold       time.Duration // 0: none
 	onLost        func(error)
 }
 
@@ -186,6 +187,8 @@ func (c *lockConfig) validate() error {
 			c.ttl, c.drift(), c.safetyMargin())
 	case c.maxHold < 0:
 		return fmt.Errorf("distlock: WithMaxHold: must not be negative, got %v", c.maxHold)
+	case c.minHold < 0:
+		return fmt.Errorf("distlock: WithMinHold: must not be negative, got %v", c.minHold)
 	}
 	return nil
 }
@@ -247,6 +250,20 @@ func WithRenewalMargin(d time.Duration) Option {
 // Default: 0, no limit. Negative is an error.
 func WithMaxHold(d time.Duration) Option {
 	return func(c *lockConfig) { c.maxHold = d }
+}
+
+// WithMinHold keeps the lock taken for at least d from the start of its
+// acquisition: Unlock (and Do, and Client.Close) before then stops renewing
+// but leaves the keys on the masters with their TTL set to what is left of
+// d, instead of deleting them, and announces nothing. A job triggered on
+// every host of a fleet at about the same time, with the lock taken by
+// TryLock (or Lock with a short wait) and d longer than the spread of the
+// triggers, then runs once per window even when it ends in milliseconds.
+// The lease itself ends at Unlock as usual (Done closes). A lease lost
+// before Unlock keeps nothing on the masters where it was lost. Default: 0,
+// none. Negative is an error.
+func WithMinHold(d time.Duration) Option {
+	return func(c *lockConfig) { c.minHold = d }
 }
 
 // WithOnLost sets a function called once, in its own goroutine, when a lease

@@ -136,7 +136,7 @@ func (r *renewer) put(rep reply) {
 // to its caller. It reports false, and watches nothing, after close.
 func (r *renewer) add(l *Lease) bool {
 	cfg := &l.mutex.cfg
-	acquired := l.until.Add(cfg.drift() - cfg.ttl) // the start of the acquire round
+	acquired := l.acquired
 	l.wd = watch{lease: l, m: l.mutex, token: l.token, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
 	w := &l.wd
 	l.w = w

@@ -4,18 +4,31 @@
 -- ARGV[1]  the read lease's token
 -- ARGV[2]  the lock's release channel, or '' not to announce
 -- ARGV[3]  the releasing client's id; the message is "<id>:<token>"
+-- ARGV[4]  optional: keep the lease this many more milliseconds instead of
+--          removing it (a minimum hold), without announcing anything
 --
 -- Returns  1+n  removed, and (when it was the last live reader) the release
 --               was published to n subscribers
 --          0    the lease was not in the set (it expired)
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = tonumber(ARGV[4])
+if keep and keep > 0 then
+  if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    return 0
+  end
+  redis.call('ZADD', KEYS[1], 'XX', now + keep, ARGV[1])
+  if redis.call('PTTL', KEYS[1]) < keep then
+    redis.call('PEXPIRE', KEYS[1], keep)
+  end
+  return 1
+end
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
 if ARGV[2] == '' then
   return 1
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) > 0 then
   return 1 -- other readers hold it: nobody waiting can get in yet
