@@ -21,6 +21,7 @@ type Mutex struct {
 	client  *Client
 	name    string // the lock's name, as errors and Lease.Name report it
 	channel string // where releases are announced
+	lane    lane   // the Client's queue that Lock waits in
 	cfg     lockConfig
 	kind    *lockKind
 	slot    int // a Slots' slot: its index
@@ -90,7 +91,7 @@ func (c *Client) lockConfig(name string, opts []Option) (lockConfig, error) {
 // newMutex returns a Mutex of kind k whose lock key is key, announcing its
 // releases on channel. name is what errors and Lease.Name call it.
 func (c *Client) newMutex(name, key, channel string, cfg lockConfig, k *lockKind) *Mutex {
-	m := &Mutex{client: c, name: name, channel: channel, cfg: cfg, kind: k}
+	m := &Mutex{client: c, name: name, channel: channel, lane: lane{channel, k == &readerKind}, cfg: cfg, kind: k}
 	m.nameArg, m.keyArg, m.fenceArg, m.channelArg, m.ttlArg = key, key, derivedKey(kindFence, key), channel, cfg.ttl.Milliseconds()
 	m.acqKeys = []any{m.nameArg, m.fenceArg}
 	m.healKeys = m.acqKeys
@@ -124,9 +125,9 @@ func (m *Mutex) clock() clock.Clock { return m.client.clock }
 // stayed busy. No key of a failed round is left behind.
 func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 	if m.kind.waits {
-		return m.client.lock(ctx, &waitingWriter{m: m, id: newToken()}, m.channel, &m.cfg)
+		return m.client.lock(ctx, &waitingWriter{m: m, id: newToken()}, m.lane, &m.cfg)
 	}
-	return m.client.lock(ctx, m, m.channel, &m.cfg)
+	return m.client.lock(ctx, m, m.lane, &m.cfg)
 }
 
 // attempt is what Client.lock tries until it gets a lease.
@@ -146,9 +147,10 @@ func (m *Mutex) try(ctx context.Context) (*Lease, time.Duration, error) {
 
 func (m *Mutex) giveUp() {}
 
-// lock is Lock's loop for any attempt a whose releases are announced on ch,
-// with cfg's retry policy (see Mutex.Lock).
-func (c *Client) lock(ctx context.Context, a attempt, ch string, cfg *lockConfig) (lease *Lease, err error) {
+// lock is Lock's loop for any attempt a that waits in the Client's queue l
+// (for the releases announced on l.ch), with cfg's retry policy (see
+// Mutex.Lock).
+func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (lease *Lease, err error) {
 	var b backoff.BackOff // made at the first failed round
 	clk := c.clock
 	n := c.notifier
@@ -158,11 +160,11 @@ func (c *Client) lock(ctx context.Context, a attempt, ch string, cfg *lockConfig
 			a.giveUp()
 		}
 		if w != nil {
-			n.leave(ch, w)
+			n.leave(l, w)
 		}
 	}()
-	if n.queued(ch) {
-		w = n.join(ch) // behind this Client's earlier waiters
+	if n.queued(l) {
+		w = n.join(l) // behind this Client's earlier waiters
 	}
 	var last error // the reason the last complete round failed
 	for {
@@ -175,7 +177,7 @@ func (c *Client) lock(ctx context.Context, a attempt, ch string, cfg *lockConfig
 		}
 		if w == nil {
 			// Just released here while others elsewhere were told: let them in.
-			if d := n.yieldFor(ch); d > 0 && !sleep(ctx, clk, d) {
+			if d := n.yieldFor(l.ch); d > 0 && !sleep(ctx, clk, d) {
 				return nil, notAcquired(last, ctx.Err())
 			}
 		}
@@ -198,7 +200,7 @@ func (c *Client) lock(ctx context.Context, a attempt, ch string, cfg *lockConfig
 		if w == nil && errors.Is(err, ErrLocked) {
 			// From now on a release notice wakes us. Subscribing takes a
 			// moment: try once more at once, in case the release came first.
-			if w = n.join(ch); w != nil {
+			if w = n.join(l); w != nil {
 				continue
 			}
 		}

@@ -27,11 +27,20 @@ type notifier struct {
 
 	mu        sync.Mutex
 	subs      []*pubsub // one per master; nil until needed
-	queues    map[string]*waitQueue
+	queues    map[lane]*waitQueue
 	listeners map[string][]*listener // by channel: the typed layers' subscriptions (Observe)
 	yields    map[string]time.Time   // set by an Unlock that was announced to others
 	nextSweep time.Time              // when expired yields are next swept
 	closed    bool
+}
+
+// lane is one queue of a Client's waiters on a release channel: an
+// RWMutex's readers queue apart from its writers (and plain lockers), so
+// that a reader at the head of a queue never waits for a writer queued
+// behind it, whose bar keeps that reader out.
+type lane struct {
+	ch     string
+	shared bool // readers
 }
 
 type waitQueue struct {
@@ -46,7 +55,7 @@ type waiter struct {
 }
 
 func newNotifier(c *Client) *notifier {
-	return &notifier{c: c, id: c.idArg.(string), queues: make(map[string]*waitQueue), yields: make(map[string]time.Time),
+	return &notifier{c: c, id: c.idArg.(string), queues: make(map[lane]*waitQueue), yields: make(map[string]time.Time),
 		listeners: make(map[string][]*listener)}
 }
 
@@ -106,36 +115,36 @@ func (n *notifier) listen(ch string, f func(data []byte)) (stop func(), ok bool)
 	}, true
 }
 
-// join queues a waiter for the lock whose release channel is ch, and
-// subscribes to ch. It returns nil when the Client is closed.
-func (n *notifier) join(ch string) *waiter {
+// join queues a waiter in l, for the lock whose release channel is l.ch,
+// and subscribes to l.ch. It returns nil when the Client is closed.
+func (n *notifier) join(l lane) *waiter {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed {
 		return nil
 	}
 	n.start()
-	q := n.queues[ch]
+	q := n.queues[l]
 	if q == nil {
 		q = &waitQueue{}
-		n.queues[ch] = q
+		n.queues[l] = q
 	}
 	w := &waiter{head: make(chan struct{}), wake: make(chan bool, 1), since: n.c.clock.Now()}
 	q.waiters = append(q.waiters, w)
 	if len(q.waiters) == 1 {
 		close(w.head)
 		for _, p := range n.subs {
-			p.add(ch)
+			p.add(l.ch)
 		}
 	}
 	return w
 }
 
-// leave takes w out of ch's queue; the next waiter becomes the head.
-func (n *notifier) leave(ch string, w *waiter) {
+// leave takes w out of l's queue; the next waiter becomes the head.
+func (n *notifier) leave(l lane, w *waiter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	q := n.queues[ch]
+	q := n.queues[l]
 	if q == nil {
 		return
 	}
@@ -152,19 +161,19 @@ func (n *notifier) leave(ch string, w *waiter) {
 	if len(q.waiters) == 0 {
 		if !n.closed {
 			for _, p := range n.subs {
-				p.remove(ch)
+				p.remove(l.ch)
 			}
 		}
-		delete(n.queues, ch)
+		delete(n.queues, l)
 	}
 }
 
 // queued reports whether some of the Client's Lock calls wait on ch: a new
 // Lock call then queues behind them instead of barging in.
-func (n *notifier) queued(ch string) bool {
+func (n *notifier) queued(l lane) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.queues[ch] != nil
+	return n.queues[l] != nil
 }
 
 // onMessage is a release announcement from one master: "<client id>:<token>".
@@ -192,26 +201,30 @@ func (n *notifier) onMessage(ch string, notice []byte) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	q := n.queues[ch]
-	if q == nil || len(q.waiters) == 0 || len(notice) > 0 && q.lastNotice == string(notice) {
-		return
-	}
-	q.lastNotice = string(notice)
-	select {
-	case q.waiters[0].wake <- true:
-	default:
+	for _, shared := range []bool{false, true} {
+		q := n.queues[lane{ch, shared}]
+		if q == nil || len(q.waiters) == 0 || len(notice) > 0 && q.lastNotice == string(notice) {
+			continue
+		}
+		q.lastNotice = string(notice)
+		select {
+		case q.waiters[0].wake <- true:
+		default:
+		}
 	}
 }
 
-// released wakes the head waiter on ch, if any, after a release by this
-// Client.
+// released wakes the head waiters on ch (of both lanes), if any, after a
+// release by this Client.
 func (n *notifier) released(ch string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if q := n.queues[ch]; q != nil && len(q.waiters) > 0 {
-		select {
-		case q.waiters[0].wake <- false:
-		default:
+	for _, shared := range []bool{false, true} {
+		if q := n.queues[lane{ch, shared}]; q != nil && len(q.waiters) > 0 {
+			select {
+			case q.waiters[0].wake <- false:
+			default:
+			}
 		}
 	}
 }

@@ -91,7 +91,7 @@ func (s *Slots[T]) Len() int { return len(s.values) }
 // as "name[i]". Its errors are those of Mutex.Lock; ErrLocked means every
 // slot was held.
 func (s *Slots[T]) Acquire(ctx context.Context) (T, *Lease, error) {
-	lease, err := s.c.lock(ctx, s, s.channel, &s.cfg)
+	lease, err := s.c.lock(ctx, s, lane{ch: s.channel}, &s.cfg)
 	return s.result(lease, err)
 }
 

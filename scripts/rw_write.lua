@@ -9,8 +9,10 @@
 -- ARGV[2]  time to live in milliseconds
 -- ARGV[3]  the id of a writer that waits (Lock), or '' (TryLock)
 --
--- Returns the status reply OK when the key was set; then a bar this writer
--- set is lifted. Otherwise returns how long in milliseconds the lock stays
+-- Returns the status reply OK when the key was set; then the bar is lifted,
+-- whoever set it (a writer still waiting sets it again at its next attempt,
+-- which the release of this lock triggers: so the readers that wait get in
+-- between two writers). Otherwise returns how long in milliseconds the lock stays
 -- taken at most: the writer key's PTTL, or the time until the last reader's
 -- lease expires. A writer that waits (ARGV[3] not '') then sets the bar,
 -- which keeps new readers out for at most the TTL, so that a stream of
@@ -27,9 +29,7 @@ elseif redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('INCR', KEYS[2])
   end
-  if ARGV[3] ~= '' and redis.call('GET', KEYS[4]) == ARGV[3] then
-    redis.call('DEL', KEYS[4])
-  end
+  redis.call('DEL', KEYS[4])
   return redis.status_reply('OK')
 else
   local kind = redis.call('TYPE', KEYS[1])['ok']
