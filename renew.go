@@ -198,6 +198,9 @@ func (r *renewer) extended(w *watch, until time.Time, missing []int) bool {
 // extension round was that the key is missing, and the lease is still
 // watched. mu is held.
 func (r *renewer) healLate(w *watch, idx int, val any, err error) {
+	if a, ok := val.([]any); ok && len(a) == 1 {
+		val = a[0] // a read lease's Extend answers {1} or {0}
+	}
 	if v, ok := val.(int64); ok && err == nil && v == replyMissing && w.index >= 0 {
 		r.heal(w, []int{idx})
 	}

@@ -14,7 +14,11 @@ import (
 // busy, new RLock calls wait until it has had its turn (or given up), so a
 // stream of readers cannot starve it; it gets in as soon as the readers
 // that hold the lock release, or their leases expire (within a TTL of a
-// reader's process dying). Waiting writers do not bar each other.
+// reader's process dying). Waiting writers do not bar each other, and a
+// writer that gets in lifts the bar: when it releases, the readers that
+// waited and the next writer contend, so readers get turns between
+// writers. A writer that dies while it waits bars readers for at most the
+// TTL.
 //
 // On each master, the writer holds the lock key (the name, with its token,
 // as a Mutex does) and the readers an entry each, with its expiry, in a
@@ -69,7 +73,7 @@ func (c *Client) NewRWMutex(name string, opts ...Option) (*RWMutex, error) {
 	ch := derivedKey(kindRelease, name)
 	readers, bar := derivedKey(kindReaders, name), derivedKey(kindWriterWaits, name)
 	w := c.newMutex(name, name, ch, cfg, &writerKind)
-	w.acqKeys = []any{w.nameArg, w.fenceArg, readers, bar}
+	w.acqKeys = []any{w.nameArg, w.fenceArg, readers, bar} // heals as a Mutex: healKeys stay name, fence
 	r := c.newMutex(name, name, ch, cfg, &readerKind)
 	r.keyArg = readers
 	r.acqKeys = []any{readers, r.nameArg, bar}

@@ -1,0 +1,106 @@
+package distlock_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock"
+	"github.com/distlock/distlock/distlocktest"
+)
+
+// TestMinHoldRunsOncePerWindow: ten processes (Clients) triggered within a
+// 20 milliseconds of each other for one window, each running a job of a
+// millisecond under TryLock with a minimum hold: the job runs once.
+func TestMinHoldRunsOncePerWindow(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	name := lockName(t)
+	const window = 3 * time.Second
+	var runs atomic.Int32
+	start := time.Now().Add(100 * time.Millisecond)
+	inParallel(t, 10, func(int) error {
+		c, err := distlock.NewClient(distlocktest.Addrs(servers))
+		if err != nil {
+			return err
+		}
+		defer c.Close() // a process that ends: Close keeps the minimum hold too
+		m, err := c.NewMutex(name, distlock.WithMinHold(window))
+		if err != nil {
+			return err
+		}
+		time.Sleep(time.Until(start) + rand.N(20*time.Millisecond)) // the fleet's cron fires, within 20ms
+		lease, err := m.TryLock(context.Background())
+		if err != nil {
+			return nil // another host runs it
+		}
+		runs.Add(1)
+		time.Sleep(time.Millisecond) // the job
+		return lease.Unlock(context.Background())
+	})
+	assert.Equal(t, int32(1), runs.Load(), "the job ran more than once in its window")
+	// The key stays on a quorum until the window ends, then expires. (A
+	// master where a competitor's round came first may not have it.)
+	kept := 0
+	for _, s := range servers {
+		pttl, err := s.Do("PTTL", name)
+		require.NoError(t, err)
+		if ms := pttl.(int64); ms > int64(window/2/time.Millisecond) && ms <= int64(window/time.Millisecond) {
+			kept++
+		}
+	}
+	assert.GreaterOrEqual(t, kept, 2, "the key is kept for the rest of the window on a quorum")
+}
+
+// TestMinHoldKeepsWhatIsLeft: on the Client's clock, Unlock before the
+// minimum hold sets the keys' TTL to what is left of it and wakes nobody;
+// Unlock after it deletes them as usual. A read lease keeps its entry the
+// same way.
+func TestMinHoldKeepsWhatIsLeft(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	clk := clock.NewMock()
+	clk.Set(time.Now())
+	c := newClient(t, distlocktest.Addrs(servers), distlock.WithClock(clk))
+	name := lockName(t)
+	m := newMutex(t, c, name, distlock.WithTTL(10*time.Second), distlock.WithMinHold(5*time.Second))
+
+	lease, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+	clk.Add(2 * time.Second)
+	require.NoError(t, lease.Unlock(context.Background()))
+	recv(t, lease.Done(), "Done after Unlock")
+	for _, s := range servers {
+		pttl, err := s.Do("PTTL", name)
+		require.NoError(t, err)
+		assert.InDelta(t, 3000, pttl.(int64), 500, "5s hold - 2s held")
+	}
+	_, err = m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrLocked, "the lock stays taken")
+	for _, s := range servers {
+		_, err := s.Do("DEL", name)
+		require.NoError(t, err)
+	}
+
+	lease, err = m.TryLock(context.Background())
+	require.NoError(t, err)
+	clk.Add(5 * time.Second)
+	require.NoError(t, lease.Unlock(context.Background()))
+	eventuallyHolders(t, servers, name, 0, "released after the minimum hold")
+
+	rw, err := c.NewRWMutex(name, distlock.WithTTL(10*time.Second), distlock.WithMinHold(5*time.Second))
+	require.NoError(t, err)
+	reader, err := rw.RLock(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, reader.Unlock(context.Background()))
+	_, err = rw.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrLocked, "the read lease is kept")
+	eventuallyHolders(t, servers, distlock.KeyOf("readers", name), 3, "reader entry kept")
+
+	_, err = c.NewMutex(name, distlock.WithMinHold(-time.Second))
+	assert.ErrorContains(t, err, "WithMinHold: must not be negative")
+}
