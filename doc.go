@@ -16,6 +16,13 @@
 //
 // Client.Do runs a function under a lock, like a context manager.
 //
+// Typed layers build on the same rounds: Guarded[T] (a value only the
+// lock's holder writes, fenced by its token), Election[T], Slots[T] and
+// Semaphore (each of a fixed set of values leased by one holder at a time),
+// RWMutex (shared readers, one writer, writers not starved), MultiMutex
+// (several names as one lease, without deadlock) and WithMinHold (a job run
+// once per window across a fleet).
+//
 // # The algorithm
 //
 // An acquire round sends SET key token NX PX ttl to every master at once and

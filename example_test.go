@@ -112,3 +112,135 @@ func ExampleLease_Done() {
 	// job finished while the lease was held
 	// unlock: <nil>
 }
+
+func ExampleSlots() {
+	c, err := distlock.NewClient(masters)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	// Three GPUs shared by every worker of the fleet: each is leased by one
+	// worker at a time.
+	gpus, err := distlock.NewSlots(c, "example:gpus", []string{"gpu0", "gpu1", "gpu2"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	held := map[string]bool{}
+	for range 3 {
+		gpu, lease, err := gpus.Acquire(ctx)
+		if err != nil {
+			log.Fatal(err)
+		}
+		held[gpu] = true
+		defer lease.Unlock(ctx)
+	}
+	_, _, err = gpus.TryAcquire(ctx)
+	fmt.Println(len(held), "leased; a fourth:", errors.Is(err, distlock.ErrLocked))
+	// Output: 3 leased; a fourth: true
+}
+
+func ExampleNewSemaphore() {
+	c, err := distlock.NewClient(masters)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	sem, err := distlock.NewSemaphore(c, "example:api-quota", 2)
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = sem.Do(context.Background(), func(ctx context.Context, permit int) error {
+		fmt.Println("calling the API with one of", sem.Len(), "permits")
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Output: calling the API with one of 2 permits
+}
+
+func ExampleRWMutex() {
+	c, err := distlock.NewClient(masters)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	rw, err := c.NewRWMutex("example:catalog")
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	r1, err := rw.RLock(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	r2, err := rw.RLock(ctx) // readers share the lock
+	if err != nil {
+		log.Fatal(err)
+	}
+	_, err = rw.TryLock(ctx)
+	fmt.Println("writer while two read:", errors.Is(err, distlock.ErrLocked))
+	r1.Unlock(ctx)
+	r2.Unlock(ctx)
+	err = rw.Do(ctx, func(ctx context.Context) error {
+		fmt.Println("writing alone")
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Output:
+	// writer while two read: true
+	// writing alone
+}
+
+func ExampleMultiMutex() {
+	c, err := distlock.NewClient(masters)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	// Whatever order callers give, the names are locked in one order: two
+	// callers locking an overlapping set cannot deadlock.
+	both, err := c.NewMultiMutex([]string{"example:order:42", "example:customer:7"})
+	if err != nil {
+		log.Fatal(err)
+	}
+	err = both.Do(context.Background(), func(ctx context.Context) error {
+		fmt.Println("holding", both.Names())
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	// Output: holding [example:customer:7 example:order:42]
+}
+
+func ExampleWithMinHold() {
+	c, err := distlock.NewClient(masters)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	// Fired on every host of a fleet within a few ms: runs once per window.
+	window := fmt.Sprintf("example:report:%d", time.Now().UnixNano()) // this hour's window
+	job, err := c.NewMutex(window, distlock.WithMinHold(time.Hour))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx := context.Background()
+	for host := range 3 {
+		lease, err := job.TryLock(ctx)
+		if err != nil {
+			fmt.Println("host", host, "skips: already run in this window")
+			continue
+		}
+		fmt.Println("host", host, "runs the report")
+		lease.Unlock(ctx) // the lock stays taken until an hour after it was acquired
+	}
+	// Output:
+	// host 0 runs the report
+	// host 1 skips: already run in this window
+	// host 2 skips: already run in this window
+}
