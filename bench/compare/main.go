@@ -167,6 +167,24 @@ func main() {
 		add(r)
 	}
 
+	// S5: distlock's primitives beside its plain Mutex, 3 masters.
+	for _, g := range []int{1, 32} {
+		if !run("S5") {
+			break
+		}
+		for _, p := range primitives {
+			flush()
+			l, err := p.build(addrs[:3], g)
+			if err != nil {
+				log.Fatal(err)
+			}
+			r := uncontended(l, g, *dur)
+			l.close()
+			r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S5", "distlock "+p.name, "defaults", 3, p.note
+			add(r)
+		}
+	}
+
 	if *only != "" {
 		return
 	}
@@ -335,7 +353,8 @@ func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f'
 func markdown(rs []result) string {
 	var b strings.Builder
 	b.WriteString("S1/S4: uncontended lock+unlock cycles/s and cycle latency. S2: handoffs/s (acquisitions by a worker other than the last holder), ")
-	b.WriteString("all acquisitions/s, and the wait for the lock. S3: heap allocations and bytes per uncontended cycle.\n\n")
+	b.WriteString("all acquisitions/s, and the wait for the lock. S3: heap allocations and bytes per uncontended cycle. ")
+	b.WriteString("S5: distlock's Semaphore, RWMutex reads and writes beside its Mutex, cycles/s.\n\n")
 	b.WriteString("| scenario | library | masters | goroutines | ops/s | acq/s | p50 ms | p99 ms | failed | overlaps | allocs/op | B/op | note |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
