@@ -133,7 +133,10 @@ func newClient(cfg *clientConfig, n int) *Client {
 // a master timeout, for every such master at once) to receive the releases
 // kept for it. Then Close stops the Client's goroutines, waits for them (not
 // for WithOnLost callbacks, which may call Close themselves), and closes the
-// pools it built. Later calls on the
+// pools it built. A Lock (of any kind: RLock, Acquire, ...) that is waiting
+// when Close begins returns at once, with an error matching ErrNotAcquired
+// and ErrClosed, after undoing what it set (a waiting writer's bar). Later
+// calls on the
 // Client, its mutexes and its leases return errors matching ErrClosed
 // (Unlock and Extend of an ended lease: ErrNotHeld). Close is idempotent and
 // returns nil.

@@ -155,6 +155,10 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 	clk := c.clock
 	n := c.notifier
 	var w *waiter // our place in the Client's queue for this name, once we wait
+	// Close waits for the call to end (it ends at once when Close begins),
+	// so that what giveUp sends reaches the masters before they close.
+	c.active.Add(1)
+	defer c.active.Add(-1)
 	defer func() {
 		if lease == nil {
 			a.giveUp()
@@ -173,6 +177,8 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 			case <-w.head:
 			case <-ctx.Done():
 				return nil, notAcquired(last, ctx.Err())
+			case <-c.done:
+				return nil, c.closedDuring(last)
 			}
 		}
 		if w == nil {
@@ -215,9 +221,21 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 			d = heldFor
 		}
 		if !c.wait(ctx, w, d) {
+			if c.closed.Load() {
+				return nil, c.closedDuring(err)
+			}
 			return nil, notAcquired(err, ctx.Err())
 		}
 	}
+}
+
+// closedDuring is the error of a Lock that Close ended while it waited;
+// last is why the last attempt failed.
+func (c *Client) closedDuring(last error) error {
+	if last == nil {
+		return notAcquired(ErrClosed, nil)
+	}
+	return notAcquired(fmt.Errorf("%w (last attempt: %w)", ErrClosed, last), nil)
 }
 
 // TryLock makes one acquire round on every master and returns the Lease if a

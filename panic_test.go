@@ -133,3 +133,73 @@ func TestCallbacksMayCallTheLibrary(t *testing.T) {
 		require.NoError(t, r.lease.Unlock(context.Background()))
 	})
 }
+
+// TestPanicReleasesEveryKind: a panic in the fn of Slots.Do, RWMutex.Do and
+// RDo, and MultiMutex.Do releases what it held, then goes on unchanged.
+func TestPanicReleasesEveryKind(t *testing.T) {
+	servers, c := cluster(t, 3)
+	c2 := newClient(t, distlocktest.Addrs(servers))
+	boom := &struct{ msg string }{"boom"}
+	ctx := context.Background()
+	tests := map[string]struct {
+		run      func(c *distlock.Client, name string) error // returns the "is it free?" probe's error on c
+		panicker func(name string)
+	}{
+		"Slots.Do": {
+			panicker: func(name string) {
+				s, err := distlock.NewSemaphore(c, name, 1)
+				require.NoError(t, err)
+				_ = s.Do(ctx, func(context.Context, int) error { panic(boom) })
+			},
+			run: func(c *distlock.Client, name string) error {
+				s, err := distlock.NewSemaphore(c, name, 1)
+				require.NoError(t, err)
+				_, lease, err := s.TryAcquire(ctx)
+				if err == nil {
+					err = lease.Unlock(ctx)
+				}
+				return err
+			},
+		},
+		"RWMutex.Do": {
+			panicker: func(name string) { _ = newRW(t, c, name).Do(ctx, func(context.Context) error { panic(boom) }) },
+			run:      func(c *distlock.Client, name string) error { return tryWrite(newRW(t, c, name)) },
+		},
+		"RWMutex.RDo": {
+			panicker: func(name string) { _ = newRW(t, c, name).RDo(ctx, func(context.Context) error { panic(boom) }) },
+			run:      func(c *distlock.Client, name string) error { return tryWrite(newRW(t, c, name)) },
+		},
+		"MultiMutex.Do": {
+			panicker: func(name string) {
+				mm, err := c.NewMultiMutex([]string{name, name + ":b"})
+				require.NoError(t, err)
+				_ = mm.Do(ctx, func(context.Context) error { panic(boom) })
+			},
+			run: func(c *distlock.Client, name string) error {
+				mm, err := c.NewMultiMutex([]string{name, name + ":b"})
+				require.NoError(t, err)
+				ml, err := mm.TryLock(ctx)
+				if err == nil {
+					err = ml.Unlock(ctx)
+				}
+				return err
+			},
+		},
+	}
+	for what, tc := range tests {
+		t.Run(what, func(t *testing.T) {
+			name := lockName(t)
+			assert.Same(t, boom, recovered(func() { tc.panicker(name) }), "the panic goes on with the same value")
+			require.NoError(t, tc.run(c2, name), "released by the panic")
+		})
+	}
+}
+
+// tryWrite takes rw's write lock once, and releases it.
+func tryWrite(rw *distlock.RWMutex) error {
+	lease, err := rw.TryLock(context.Background())
+	if err == nil {
+		err = lease.Unlock(context.Background())
+	}
+	return err
+}

@@ -9,23 +9,27 @@ import (
 )
 
 // wait sleeps d on the Client's clock, or until a release is announced to w
-// (then a short spread, see notifier.spread). It reports false if ctx ended.
+// (then a short spread, see notifier.spread). It reports false if ctx ended
+// or Close began.
 func (c *Client) wait(ctx context.Context, w *waiter, d time.Duration) bool {
 	clk := c.clock
-	if w == nil {
-		return sleep(ctx, clk, d)
+	var wake <-chan bool // nil: no notices
+	if w != nil {
+		wake = w.wake
 	}
 	t := clk.Timer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
 		return true
-	case announced := <-w.wake:
+	case announced := <-wake:
 		if !announced {
 			return true // released by this Client: the queue already orders us
 		}
 		return sleep(ctx, clk, c.notifier.spread(w))
 	case <-ctx.Done():
+		return false
+	case <-c.done:
 		return false
 	}
 }

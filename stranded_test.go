@@ -203,3 +203,60 @@ func TestLockRacingClose(t *testing.T) {
 		assert.NoError(t, r.l.Err(), "Lock returned nil error but the lease is already lost")
 	}
 }
+
+// TestCloseEndsEveryKind: Close ends and releases the leases of every kind
+// (a read lease, a write lease, a slot's, a MultiLease), ends the calls
+// still waiting (a writer behind the reader, a slot waiter), and leaves no
+// key behind, the waiting writer's bar included.
+func TestCloseEndsEveryKind(t *testing.T) {
+	servers, c := cluster(t, 3)
+	ctx := context.Background()
+	name := lockName(t)
+	rw, err := c.NewRWMutex(name)
+	require.NoError(t, err)
+	reader, err := rw.RLock(ctx)
+	require.NoError(t, err)
+	writer, err := c.NewRWMutex(name + ":w")
+	require.NoError(t, err)
+	wlease, err := writer.Lock(ctx)
+	require.NoError(t, err)
+	sem, err := distlock.NewSemaphore(c, name, 1)
+	require.NoError(t, err)
+	_, slot, err := sem.Acquire(ctx)
+	require.NoError(t, err)
+	mm, err := c.NewMultiMutex([]string{name + ":a", name + ":b"})
+	require.NoError(t, err)
+	ml, err := mm.Lock(ctx)
+	require.NoError(t, err)
+
+	waitingWriter := make(chan error, 1)
+	go func() { _, err := rw.Lock(ctx); waitingWriter <- err }()
+	waitingSlot := make(chan error, 1)
+	go func() { _, _, err := sem.Acquire(ctx); waitingSlot <- err }()
+	held, err := c.NewMutex(name+":a", distlock.WithRetry(slowRetry)) // a 5s backoff
+	require.NoError(t, err)
+	waitingMutex := make(chan error, 1)
+	go func() { _, err := held.Lock(ctx); waitingMutex <- err }()
+	eventuallyHolders(t, servers, distlock.KeyOf("writer-waits", name), 3, "the waiting writer's bar")
+
+	time.Sleep(50 * time.Millisecond) // the Mutex waiter is in its backoff
+	closing := time.Now()
+	require.NoError(t, c.Close())
+	err = recv(t, waitingMutex, "the waiting Mutex")
+	require.ErrorIs(t, err, distlock.ErrClosed)
+	require.ErrorIs(t, err, distlock.ErrNotAcquired)
+	assert.Less(t, time.Since(closing), 2*time.Second, "a waiting Lock ends when Close begins, not after its backoff")
+	require.ErrorIs(t, recv(t, waitingWriter, "the waiting writer"), distlock.ErrClosed)
+	require.ErrorIs(t, recv(t, waitingSlot, "the slot waiter"), distlock.ErrClosed)
+	for _, l := range []*distlock.Lease{reader, wlease, slot} {
+		recv(t, l.Done(), l.Name())
+		require.ErrorIs(t, l.Err(), distlock.ErrClosed)
+	}
+	recv(t, ml.Done(), "the MultiLease")
+	require.ErrorIs(t, ml.Err(), distlock.ErrClosed)
+	for _, s := range servers {
+		keys, err := s.Do("KEYS", "*")
+		require.NoError(t, err)
+		assert.Empty(t, keys, "keys left")
+	}
+}
