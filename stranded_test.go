@@ -233,7 +233,11 @@ func TestCloseEndsEveryKind(t *testing.T) {
 	go func() { _, err := rw.Lock(ctx); waitingWriter <- err }()
 	waitingSlot := make(chan error, 1)
 	go func() { _, _, err := sem.Acquire(ctx); waitingSlot <- err }()
-	held, err := c.NewMutex(name+":a", distlock.WithRetry(slowRetry)) // a 5s backoff
+	// A lock held by another Client, waited for with a 5s backoff.
+	other := newClient(t, distlocktest.Addrs(servers))
+	otherLease, err := newMutex(t, other, name+":other").Lock(ctx)
+	require.NoError(t, err)
+	held, err := c.NewMutex(name+":other", distlock.WithRetry(slowRetry))
 	require.NoError(t, err)
 	waitingMutex := make(chan error, 1)
 	go func() { _, err := held.Lock(ctx); waitingMutex <- err }()
@@ -254,6 +258,7 @@ func TestCloseEndsEveryKind(t *testing.T) {
 	}
 	recv(t, ml.Done(), "the MultiLease")
 	require.ErrorIs(t, ml.Err(), distlock.ErrClosed)
+	require.NoError(t, otherLease.Unlock(ctx))
 	for _, s := range servers {
 		keys, err := s.Do("KEYS", "*")
 		require.NoError(t, err)
