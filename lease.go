@@ -37,19 +37,24 @@ type Lease struct {
 
 	acquired time.Time // the start of the acquire round
 
-	mu       sync.Mutex
+	mu       sync.Mutex // guards the fields below
 	until    time.Time
-	ended    bool  // Done is (or will be, when made) closed
-	released bool  // Unlock was called
-	err      error // why it ended: nil after Unlock, ErrLeaseLost when lost
-	done     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
-
-	group *MultiLease // told when this lease ends; guarded by mu
+	released bool // Unlock was called
+	ending
+	group *MultiLease // told when this lease is lost
 
 	fenceMu sync.Mutex // serializes Token
 	fence   uint64     // the fencing token, once handed out
+}
+
+// ending is how a lease ends, signalled by Done and Context; its owner's
+// mutex guards it.
+type ending struct {
+	ended  bool  // Done is (or will be, when made) closed
+	err    error // why it ended: nil after Unlock, ErrLeaseLost when lost
+	done   chan struct{}
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 }
 
 var closedChan = func() chan struct{} {
@@ -57,6 +62,44 @@ var closedChan = func() chan struct{} {
 	close(ch)
 	return ch
 }()
+
+// doneChan returns the channel of Done, made on the first call.
+func (e *ending) doneChan() <-chan struct{} {
+	if e.done == nil {
+		if e.ended {
+			return closedChan
+		}
+		e.done = make(chan struct{})
+	}
+	return e.done
+}
+
+// context returns the context of Context, made on the first call.
+func (e *ending) context() context.Context {
+	if e.ctx == nil {
+		e.ctx, e.cancel = context.WithCancelCause(context.Background())
+		if e.ended {
+			e.cancel(e.err)
+		}
+	}
+	return e.ctx
+}
+
+// end records the end with err (nil for Unlock) and signals it, once; it
+// reports false if it had already ended.
+func (e *ending) end(err error) bool {
+	if e.ended {
+		return false
+	}
+	e.ended, e.err = true, err
+	if e.done != nil {
+		close(e.done)
+	}
+	if e.cancel != nil {
+		e.cancel(err)
+	}
+	return true
+}
 
 // newLease returns a held lease and hands it to the Client's watchdog, or
 // nil if the Client was closed meanwhile.
@@ -85,13 +128,7 @@ func (l *Lease) Until() time.Time {
 func (l *Lease) Done() <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.done == nil {
-		if l.ended {
-			return closedChan
-		}
-		l.done = make(chan struct{})
-	}
-	return l.done
+	return l.doneChan()
 }
 
 // Context returns a context that is cancelled when the lease ends, at the
@@ -100,13 +137,7 @@ func (l *Lease) Done() <-chan struct{} {
 func (l *Lease) Context() context.Context {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.ctx == nil {
-		l.ctx, l.cancel = context.WithCancelCause(context.Background())
-		if l.ended {
-			l.cancel(l.err)
-		}
-	}
-	return l.ctx
+	return l.context()
 }
 
 // Err returns nil while the lease is held and after a clean Unlock, and an
@@ -135,23 +166,13 @@ func (l *Lease) lost(reason error) bool {
 // Context. It reports false if the lease had already ended.
 func (l *Lease) end(err error) bool {
 	l.mu.Lock()
-	if l.ended {
-		l.mu.Unlock()
-		return false
-	}
-	l.ended, l.err = true, err
-	if l.done != nil {
-		close(l.done)
-	}
-	if l.cancel != nil {
-		l.cancel(err)
-	}
+	ended := l.ending.end(err)
 	g := l.group
 	l.mu.Unlock()
-	if g != nil && err != nil {
+	if ended && g != nil && err != nil {
 		g.end(err)
 	}
-	return true
+	return ended
 }
 
 // join makes g end when this lease is lost (at once if it was).

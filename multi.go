@@ -104,13 +104,9 @@ func (mm *MultiMutex) lock(ctx context.Context, lock func(*Mutex, context.Contex
 type MultiLease struct {
 	leases []*Lease
 
-	mu       sync.Mutex
-	ended    bool
+	mu       sync.Mutex // guards the fields below
 	released bool
-	err      error
-	done     chan struct{}
-	ctx      context.Context
-	cancel   context.CancelCauseFunc
+	ending
 }
 
 // Leases returns the lease of each name, in the order of Names: for each
@@ -122,13 +118,7 @@ func (ml *MultiLease) Leases() []*Lease { return slices.Clone(ml.leases) }
 func (ml *MultiLease) Done() <-chan struct{} {
 	ml.mu.Lock()
 	defer ml.mu.Unlock()
-	if ml.done == nil {
-		if ml.ended {
-			return closedChan
-		}
-		ml.done = make(chan struct{})
-	}
-	return ml.done
+	return ml.doneChan()
 }
 
 // Context returns a context that is cancelled when the lease ends, at the
@@ -137,13 +127,7 @@ func (ml *MultiLease) Done() <-chan struct{} {
 func (ml *MultiLease) Context() context.Context {
 	ml.mu.Lock()
 	defer ml.mu.Unlock()
-	if ml.ctx == nil {
-		ml.ctx, ml.cancel = context.WithCancelCause(context.Background())
-		if ml.ended {
-			ml.cancel(ml.err)
-		}
-	}
-	return ml.ctx
+	return ml.context()
 }
 
 // Err returns nil while every name's lease is held and after a clean Unlock,
@@ -189,14 +173,5 @@ func (ml *MultiLease) unlockAll(ctx context.Context) error {
 func (ml *MultiLease) end(err error) {
 	ml.mu.Lock()
 	defer ml.mu.Unlock()
-	if ml.ended {
-		return
-	}
-	ml.ended, ml.err = true, err
-	if ml.done != nil {
-		close(ml.done)
-	}
-	if ml.cancel != nil {
-		ml.cancel(err)
-	}
+	ml.ending.end(err)
 }

@@ -14,56 +14,51 @@ import (
 	"github.com/distlock/distlock/distlocktest"
 )
 
-// TestMultiMutexNoDeadlockNoOverlap: two Clients lock {a,b} and {b,a} in a
-// loop (and a third locks {b,c}): every call returns, and no two callers are
-// ever inside with a name in common.
+// TestMultiMutexNoDeadlockNoOverlap: Clients lock {a,b}, {b,a} and {b,c}
+// in a loop while a minority of the masters fails: every call returns (a
+// deadlock would hold two of them until their context ends), and no two
+// callers are ever inside with a name in common.
 func TestMultiMutexNoDeadlockNoOverlap(t *testing.T) {
-	servers := distlocktest.NewServers(t, 3)
-	a, b, cname := lockName(t), lockName(t), lockName(t)
-	sets := [][]string{{a, b}, {b, a}, {b, cname}}
-	occ := newOccupancy(0)
-	var cycles [3]atomic.Int64
-	deadline := time.Now().Add(2 * time.Second)
-	inParallel(t, len(sets), func(i int) error {
-		c, err := distlock.NewClient(distlocktest.Addrs(servers))
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		mm, err := c.NewMultiMutex(sets[i], distlock.WithTTL(5*time.Second))
-		if err != nil {
-			return err
-		}
-		for time.Now().Before(deadline) {
-			// A deadlock would hold both calls here until the context ends.
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			ml, err := mm.Lock(ctx)
-			cancel()
-			if err != nil {
-				return err
+	for _, f := range minorityFaults {
+		t.Run(f.name, func(t *testing.T) {
+			servers := distlocktest.NewServers(t, f.masters)
+			a, b, cname := lockName(t), lockName(t), lockName(t)
+			sets := [][]string{{a, b}, {b, a}, {b, cname}}
+			occ := newOccupancy(0)
+			var cycles [3]atomic.Int64
+			var next atomic.Int32
+			type caller struct {
+				mm  *distlock.MultiMutex
+				set int
 			}
-			for _, n := range sets[i] {
-				occ.enter(n, false)
+			underFault(t, f, servers, len(sets), 1, func(c *distlock.Client) (caller, error) {
+				i := int(next.Add(1)) - 1
+				mm, err := c.NewMultiMutex(sets[i], distlock.WithTTL(5*time.Second))
+				return caller{mm, i}, err
+			}, func(cl caller, _ int) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				ml, err := cl.mm.Lock(ctx)
+				if err != nil {
+					return err
+				}
+				for _, n := range sets[cl.set] {
+					occ.enter(n, false)
+				}
+				time.Sleep(time.Millisecond)
+				for _, n := range sets[cl.set] {
+					occ.exit(n, false)
+				}
+				cycles[cl.set].Add(1)
+				return ml.Unlock(context.Background())
+			})
+			occ.check(t)
+			for i := range sets {
+				assert.Greater(t, cycles[i].Load(), int64(5), "caller %d got few turns", i)
 			}
-			time.Sleep(time.Millisecond)
-			for _, n := range sets[i] {
-				occ.exit(n, false)
-			}
-			cycles[i].Add(1)
-			if err := ml.Unlock(context.Background()); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	occ.check(t)
-	for i := range sets {
-		assert.Greater(t, cycles[i].Load(), int64(5), "caller %d got few turns", i)
+			t.Logf("cycles: %d %d %d", cycles[0].Load(), cycles[1].Load(), cycles[2].Load())
+		})
 	}
-	for _, s := range servers {
-		assert.Zero(t, dbsize(t, s), "keys left")
-	}
-	t.Logf("cycles: %d %d %d", cycles[0].Load(), cycles[1].Load(), cycles[2].Load())
 }
 
 // TestMultiMutexAllOrNone: when one name is held elsewhere, TryLock and a

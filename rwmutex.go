@@ -10,15 +10,15 @@ import (
 // readers at once, or one writer. Each RLock and Lock returns its own Lease,
 // renewed by the watchdog, lost and unlocked exactly like a Mutex's lease.
 //
-// A writer that waits bars new readers: once its Lock has found the lock
-// busy, new RLock calls wait until it has had its turn (or given up), so a
-// stream of readers cannot starve it; it gets in as soon as the readers
-// that hold the lock release, or their leases expire (within a TTL of a
-// reader's process dying). Waiting writers do not bar each other, and a
-// writer that gets in lifts the bar: when it releases, the readers that
-// waited and the next writer contend, so readers get turns between
-// writers. A writer that dies while it waits bars readers for at most the
-// TTL.
+// A writer that waits bars new readers: once its Lock has found readers
+// holding the lock, new RLock calls wait until it has had its turn (or
+// given up), so a stream of readers cannot starve it; it gets in as soon as
+// the readers that hold the lock release, or their leases expire (within a
+// TTL of a reader's process dying). Writers do not bar each other: a writer
+// that gets in lifts the bar, and one kept out by another writer sets none,
+// so when a writer releases, the readers that wait and the next writer
+// contend, and readers get turns between writers. A writer that dies while
+// it waits bars readers for at most the TTL.
 //
 // On each master, the writer holds the lock key (the name, with its token,
 // as a Mutex does) and the readers an entry each, with its expiry, in a

@@ -95,6 +95,48 @@ var minorityFaults = []fault{
 		undo:  func([]*distlocktest.Server) error { return nil }},
 }
 
+// underFault runs workers goroutines on each of clients Clients over
+// servers, for 2s, with f applied half a second in and undone at the end.
+// setup makes a Client's lock; each goroutine runs cycle(lock, w) (lock,
+// hold, unlock, with w its number in the Client) until the 2s are over or
+// a cycle fails. It fails t with every error.
+func underFault[L any](t *testing.T, f fault, servers []*distlocktest.Server, clients, workers int,
+	setup func(c *distlock.Client) (L, error), cycle func(lock L, w int) error) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	faulted := make(chan error, 1)
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		faulted <- f.apply(servers)
+	}()
+	inParallel(t, clients, func(int) error {
+		c, err := distlock.NewClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(200*time.Millisecond))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		lock, err := setup(c)
+		if err != nil {
+			return err
+		}
+		var wg sync.WaitGroup
+		errs := make([]error, workers)
+		for w := range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for errs[w] == nil && time.Now().Before(deadline) {
+					errs[w] = cycle(lock, w)
+				}
+			}()
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	})
+	require.NoError(t, <-faulted)
+	require.NoError(t, f.undo(servers))
+}
+
 // TestSlotsNeverOverAdmit: 3n workers on three Clients contend for n slots
 // while a minority of the masters fails: never more than n holders at
 // once, never two on one slot, and every slot is used.
@@ -102,60 +144,26 @@ func TestSlotsNeverOverAdmit(t *testing.T) {
 	for _, f := range minorityFaults {
 		t.Run(f.name, func(t *testing.T) {
 			servers := distlocktest.NewServers(t, f.masters)
-			const n, clients, perClient = 3, 3, 3
+			const n = 3
 			values := []string{"key-a", "key-b", "key-c"}
 			name := lockName(t)
 			occ := newOccupancy(n)
 			var cycles atomic.Int64
-			deadline := time.Now().Add(2 * time.Second)
-			faulted := make(chan struct{})
-			go func() {
-				time.Sleep(500 * time.Millisecond)
-				if err := f.apply(servers); err != nil {
-					t.Error(err)
-				}
-				close(faulted)
-			}()
-			inParallel(t, clients, func(int) error {
-				c, err := distlock.NewClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(200*time.Millisecond))
+			underFault(t, f, servers, 3, 3, func(c *distlock.Client) (*distlock.Slots[string], error) {
+				return distlock.NewSlots(c, name, values, distlock.WithTTL(5*time.Second))
+			}, func(s *distlock.Slots[string], _ int) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				v, lease, err := s.Acquire(ctx)
 				if err != nil {
 					return err
 				}
-				defer c.Close()
-				s, err := distlock.NewSlots(c, name, values, distlock.WithTTL(5*time.Second))
-				if err != nil {
-					return err
-				}
-				var wg sync.WaitGroup
-				errs := make([]error, perClient)
-				for w := range perClient {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						for time.Now().Before(deadline) {
-							ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-							v, lease, err := s.Acquire(ctx)
-							cancel()
-							if err != nil {
-								errs[w] = err
-								return
-							}
-							occ.enter(v, false)
-							time.Sleep(time.Millisecond)
-							occ.exit(v, false)
-							cycles.Add(1)
-							if err := lease.Unlock(context.Background()); err != nil {
-								errs[w] = err
-								return
-							}
-						}
-					}()
-				}
-				wg.Wait()
-				return errors.Join(errs...)
+				occ.enter(v, false)
+				time.Sleep(time.Millisecond)
+				occ.exit(v, false)
+				cycles.Add(1)
+				return lease.Unlock(context.Background())
 			})
-			<-faulted
-			require.NoError(t, f.undo(servers))
 			occ.check(t)
 			assert.LessOrEqual(t, occ.maxTotal, n)
 			for _, v := range values {

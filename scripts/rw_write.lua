@@ -10,35 +10,34 @@
 -- ARGV[3]  the id of a writer that waits (Lock), or '' (TryLock)
 --
 -- Returns the status reply OK when the key was set; then the bar is lifted,
--- whoever set it (a writer still waiting sets it again at its next attempt,
--- which the release of this lock triggers: so the readers that wait get in
--- between two writers). Otherwise returns how long in milliseconds the lock stays
--- taken at most: the writer key's PTTL, or the time until the last reader's
--- lease expires. A writer that waits (ARGV[3] not '') then sets the bar,
--- which keeps new readers out for at most the TTL, so that a stream of
--- readers cannot starve it; the bar holds the id of the last writer that set
--- it. A lock key of another type than a string fails with WRONGTYPE.
+-- whoever set it. Otherwise returns how long in milliseconds the lock stays
+-- taken at most: the time until the last live reader's lease expires, or
+-- the writer key's PTTL. A writer that waits (ARGV[3] not '') and finds
+-- live readers sets the bar, which keeps new readers out for at most the
+-- TTL, so that a stream of readers cannot starve it; the bar holds the id of
+-- the last writer that set it. A writer kept out by another writer sets no
+-- bar: when that one releases, the readers that wait and the next writer
+-- contend, so readers get turns between writers. A lock key of another type
+-- than a string fails with WRONGTYPE.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-local busy
 local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 if #last > 0 then
-  busy = tonumber(last[2]) - now
-elseif redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] ~= '' then
+    redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[2])
+  end
+  return tonumber(last[2]) - now
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   if redis.call('EXISTS', KEYS[2]) == 1 then
     redis.call('INCR', KEYS[2])
   end
   redis.call('DEL', KEYS[4])
   return redis.status_reply('OK')
-else
-  local kind = redis.call('TYPE', KEYS[1])['ok']
-  if kind ~= 'string' then
-    return redis.error_reply('WRONGTYPE the lock key holds a ' .. kind .. ', not a lock')
-  end
-  busy = redis.call('PTTL', KEYS[1])
 end
-if ARGV[3] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[2])
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind ~= 'string' then
+  return redis.error_reply('WRONGTYPE the lock key holds a ' .. kind .. ', not a lock')
 end
-return busy
+return redis.call('PTTL', KEYS[1])

@@ -44,10 +44,7 @@ var primitives = []struct {
 		}
 		return primitiveLocker{&primitive{c: c, lock: func(ctx context.Context, _ string) (func() error, error) {
 			_, lease, err := sem.Acquire(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return func() error { return lease.Unlock(context.Background()) }, nil
+			return unlocker(lease, err)
 		}}}, nil
 	}},
 	{"RWMutex.RLock", "one lock, read by every goroutine at once", func(addrs []string, _ int) (locker, error) {
@@ -60,11 +57,7 @@ var primitives = []struct {
 			return nil, err
 		}
 		return primitiveLocker{&primitive{c: c, lock: func(ctx context.Context, _ string) (func() error, error) {
-			lease, err := rw.RLock(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return func() error { return lease.Unlock(context.Background()) }, nil
+			return unlocker(rw.RLock(ctx))
 		}}}, nil
 	}},
 	{"RWMutex.Lock", "own lock per goroutine", func(addrs []string, _ int) (locker, error) {
@@ -78,11 +71,7 @@ var primitives = []struct {
 			if rw == nil {
 				return nil, fmt.Errorf("no RWMutex for %q", key)
 			}
-			lease, err := rw.Lock(ctx)
-			if err != nil {
-				return nil, err
-			}
-			return func() error { return lease.Unlock(context.Background()) }, nil
+			return unlocker(rw.Lock(ctx))
 		}}}, prepare(c, rws)
 	}},
 }
@@ -99,4 +88,12 @@ func prepare(c *distlock.Client, rws map[string]*distlock.RWMutex) error {
 		rws[key] = rw
 	}
 	return nil
+}
+
+// unlocker returns the unlock of a lease just taken, or err.
+func unlocker(lease *distlock.Lease, err error) (func() error, error) {
+	if err != nil {
+		return nil, err
+	}
+	return func() error { return lease.Unlock(context.Background()) }, nil
 }
