@@ -111,7 +111,8 @@ func newLease(m *Mutex, token any, until time.Time) *Lease {
 	return l
 }
 
-// Name returns the name of the lock this lease holds.
+// Name returns the name of the lock this lease holds; for a slot of a
+// Slots, the slots' name and the slot's index, as "name[i]".
 func (l *Lease) Name() string { return l.mutex.name }
 
 // Until returns the end of the lease's validity as this client computed it:
