@@ -170,20 +170,26 @@ func (l *Lease) end(err error) bool {
 	ended := l.ending.end(err)
 	g := l.group
 	l.mu.Unlock()
-	if ended && g != nil && err != nil {
+	if ended && g != nil {
+		if err == nil { // unlocked on its own, not through the MultiLease
+			err = fmt.Errorf("%w: %q was unlocked on its own", ErrNotHeld, l.mutex.name)
+		}
 		g.end(err)
 	}
 	return ended
 }
 
-// join makes g end when this lease is lost (at once if it was).
+// join makes g end when this lease ends (at once if it has).
 func (l *Lease) join(g *MultiLease) {
 	l.mu.Lock()
 	l.group = g
-	lost := l.err
+	ended, err := l.ended, l.err
 	l.mu.Unlock()
-	if lost != nil {
-		g.end(lost)
+	if ended {
+		if err == nil {
+			err = fmt.Errorf("%w: %q was unlocked on its own", ErrNotHeld, l.mutex.name)
+		}
+		g.end(err)
 	}
 }
 
@@ -219,6 +225,12 @@ var releaseOp = op{name: "release", script: releaseScript, gone: true, resend: t
 // Unlock, the release goes out in every case, even if ctx is already done;
 // ctx bounds only the wait for answers.
 func (l *Lease) Unlock(ctx context.Context) error {
+	return l.unlock(ctx, true)
+}
+
+// unlock is Unlock; minHold false releases the keys even within the
+// minimum hold (a MultiMutex giving back what a failed call took).
+func (l *Lease) unlock(ctx context.Context, minHold bool) error {
 	if l == nil {
 		return ErrNotHeld
 	}
@@ -240,7 +252,11 @@ func (l *Lease) Unlock(ctx context.Context) error {
 	l.end(nil)
 	lostErr := l.Err()
 
-	err := l.mutex.release(ctx, l.token, l.keep())
+	var keep any
+	if minHold && (lostErr == nil || errors.Is(lostErr, ErrClosed)) {
+		keep = l.keep() // a lease lost (other than by Close) keeps nothing
+	}
+	err := l.mutex.release(ctx, l.token, keep)
 	switch {
 	case lostErr != nil && err == nil:
 		return fmt.Errorf("%w: %w", ErrNotHeld, lostErr)

@@ -104,3 +104,40 @@ func TestMinHoldKeepsWhatIsLeft(t *testing.T) {
 	_, err = c.NewMutex(name, distlock.WithMinHold(-time.Second))
 	assert.ErrorContains(t, err, "WithMinHold: must not be negative")
 }
+
+// TestMinHoldLostLeaseKeepsNothing: a read lease lost before Unlock (here:
+// unrenewed past its TTL, while another reader keeps the reader set alive)
+// is not brought back by its minimum hold, and neither are the names a
+// failed MultiMutex call took.
+func TestMinHoldLostLeaseKeepsNothing(t *testing.T) {
+	servers, c := cluster(t, 3)
+	name := lockName(t)
+	const ttl = 300 * time.Millisecond
+	keeper, err := newRW(t, c, name, distlock.WithTTL(ttl)).RLock(context.Background())
+	require.NoError(t, err)
+	rw := newRW(t, c, name, distlock.WithTTL(ttl), distlock.WithoutRenewal(), distlock.WithMinHold(10*time.Second))
+	lost, err := rw.RLock(context.Background())
+	require.NoError(t, err)
+	recv(t, lost.Done(), "the unrenewed read lease ends")
+	time.Sleep(ttl) // its entries expired on every master
+	require.ErrorIs(t, lost.Unlock(context.Background()), distlock.ErrNotHeld)
+	require.NoError(t, keeper.Unlock(context.Background()))
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	w, err := rw.Lock(ctx)
+	require.NoError(t, err, "a writer kept out by a read lease lost before Unlock")
+	require.NoError(t, w.Unlock(ctx))
+
+	other := newClient(t, distlocktest.Addrs(servers))
+	a, b := "a-"+lockName(t), "b-"+lockName(t)
+	hb, err := newMutex(t, other, b).TryLock(ctx)
+	require.NoError(t, err)
+	mm, err := c.NewMultiMutex([]string{a, b}, distlock.WithMinHold(10*time.Second))
+	require.NoError(t, err)
+	_, err = mm.TryLock(ctx)
+	require.ErrorIs(t, err, distlock.ErrLocked)
+	require.NoError(t, hb.Unlock(ctx))
+	la, err := newMutex(t, other, a).TryLock(ctx)
+	require.NoError(t, err, "a failed MultiMutex call holds none of the names, even with a minimum hold")
+	require.NoError(t, la.Unlock(ctx))
+}

@@ -51,8 +51,9 @@ func (mm *MultiMutex) Names() []string { return slices.Clone(mm.names) }
 // is held), and returns them as one lease. If a name cannot be locked, or a
 // lease taken earlier in the call was lost meanwhile, it unlocks those it
 // took and returns an error matching ErrNotAcquired and the reason, naming
-// the name: the call holds none of the names afterwards (a release that a
-// master does not confirm expires with the TTL). ctx bounds the whole call.
+// the name: the call holds none of the names afterwards, WithMinHold
+// notwithstanding (a release that a master does not confirm expires with
+// the TTL). ctx bounds the whole call.
 func (mm *MultiMutex) Lock(ctx context.Context) (*MultiLease, error) {
 	return mm.lock(ctx, (*Mutex).Lock)
 }
@@ -79,13 +80,13 @@ func (mm *MultiMutex) lock(ctx context.Context, lock func(*Mutex, context.Contex
 			ml.leases = append(ml.leases, lease)
 			continue
 		}
-		ml.unlockAll(context.WithoutCancel(ctx))
+		ml.unlockAll(context.WithoutCancel(ctx), false)
 		return nil, fmt.Errorf("%w (name %q; the names taken before it were released)", err, m.name)
 	}
 	// A lease taken first may have been lost while a later name was awaited.
 	for _, l := range ml.leases {
 		if err := l.Err(); err != nil {
-			ml.unlockAll(context.WithoutCancel(ctx))
+			ml.unlockAll(context.WithoutCancel(ctx), false)
 			return nil, notAcquired(fmt.Errorf("%w (while the later names were locked)", err), nil)
 		}
 	}
@@ -110,7 +111,8 @@ type MultiLease struct {
 }
 
 // Leases returns the lease of each name, in the order of Names: for each
-// name's Until and fencing Token.
+// name's Until and fencing Token. Unlock the MultiLease, not its parts: a
+// part unlocked on its own ends the MultiLease (Err matches ErrNotHeld).
 func (ml *MultiLease) Leases() []*Lease { return slices.Clone(ml.leases) }
 
 // Done returns a channel that is closed when the lease ends: at Unlock, or
@@ -155,14 +157,15 @@ func (ml *MultiLease) Unlock(ctx context.Context) error {
 	ml.released = true
 	ml.mu.Unlock()
 	ml.end(nil)
-	return ml.unlockAll(ctx)
+	return ml.unlockAll(ctx, true)
 }
 
-// unlockAll unlocks every name's lease, the last taken first.
-func (ml *MultiLease) unlockAll(ctx context.Context) error {
+// unlockAll unlocks every name's lease, the last taken first; minHold false
+// releases them even within the minimum hold (a failed call holds none).
+func (ml *MultiLease) unlockAll(ctx context.Context, minHold bool) error {
 	var errs []error
 	for i := len(ml.leases) - 1; i >= 0; i-- {
-		if err := ml.leases[i].Unlock(ctx); err != nil {
+		if err := ml.leases[i].unlock(ctx, minHold); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -113,7 +113,7 @@ func TestMultiMutexAllOrNone(t *testing.T) {
 // lease is: Done closes and Err says which; Unlock still releases the rest.
 func TestMultiLeaseLostWithAnyName(t *testing.T) {
 	servers, c := cluster(t, 3)
-	a, b := lockName(t), lockName(t)
+	a, b := "a-"+lockName(t), "b-"+lockName(t) // in this order
 	mm, err := c.NewMultiMutex([]string{a, b}, distlock.WithTTL(600*time.Millisecond))
 	require.NoError(t, err)
 	ml, err := mm.Lock(context.Background())
@@ -131,6 +131,15 @@ func TestMultiLeaseLostWithAnyName(t *testing.T) {
 	err = ml.Unlock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrNotHeld, "b's lease was lost")
 	eventuallyHolders(t, servers, a, 0, "Unlock released a")
+
+	// A part unlocked on its own ends the MultiLease too.
+	ml, err = mm.Lock(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, ml.Leases()[1].Unlock(context.Background()))
+	recv(t, ml.Done(), "a part unlocked on its own")
+	require.ErrorIs(t, ml.Err(), distlock.ErrNotHeld)
+	require.ErrorIs(t, ml.Unlock(context.Background()), distlock.ErrNotHeld)
+	eventuallyHolders(t, servers, a, 0, "Unlock released the rest")
 }
 
 // TestMultiMutexDoAndInput: Do runs fn under every name and releases them;

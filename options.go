@@ -260,7 +260,8 @@ func WithMaxHold(d time.Duration) Option {
 // TryLock (or Lock with a short wait) and d longer than the spread of the
 // triggers, then runs once per window even when it ends in milliseconds.
 // The lease itself ends at Unlock as usual (Done closes). A lease lost
-// before Unlock keeps nothing on the masters where it was lost. Default: 0,
+// before Unlock (other than by Close) is released as usual and keeps
+// nothing, and so are the names a failed MultiMutex call took. Default: 0,
 // none. Negative is an error.
 func WithMinHold(d time.Duration) Option {
 	return func(c *lockConfig) { c.minHold = d }

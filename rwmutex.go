@@ -58,7 +58,9 @@ var (
 		return extendOp.judge(val)
 	}}
 	// withdrawOp lifts a waiting writer's bar on every master that has it.
-	withdrawOp = op{name: "withdraw", script: rwWithdrawScript, all: true, resend: true, judge: judgeDone(errMissing, errOtherOwner)}
+	// It does not wait for a master that is slow to answer (a master that
+	// is down gets it when it answers again).
+	withdrawOp = op{name: "withdraw", script: rwWithdrawScript, gone: true, resend: true, judge: judgeDone(errMissing, errOtherOwner)}
 )
 
 // NewRWMutex returns the read-write lock called name (the names allowed are
@@ -131,10 +133,11 @@ func (a *waitingWriter) try(ctx context.Context) (*Lease, time.Duration, error) 
 	return lease, heldFor, err
 }
 
-// giveUp lifts the bar that the writer may have set, when its Lock gave up.
-// It runs on every master (bounded by the master timeout), and a master that
-// is down gets it when it answers again; a bar left anyway expires within
-// the TTL.
+// giveUp lifts the bar that the writer may have set, when its Lock gave up,
+// and wakes this Client's waiting readers. It goes to every master and waits
+// for answers from a quorum at most (bounded by the master timeout); a
+// master that is down gets it when it answers again, and a bar left anyway
+// expires within the TTL.
 func (a *waitingWriter) giveUp() {
 	if !a.barred {
 		return
@@ -143,5 +146,7 @@ func (a *waitingWriter) giveUp() {
 	c := m.client
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	m.run(ctx, m.kind.withdraw, derivedKey(kindWriterWaits, m.name), id, m.channelArg, c.idArg)
+	if t := m.run(ctx, m.kind.withdraw, derivedKey(kindWriterWaits, m.name), id, m.channelArg, c.idArg); t.yes > 0 {
+		c.notifier.released(m.channel) // wake this Client's readers: the announcement skips them
+	}
 }

@@ -275,3 +275,98 @@ func TestRWMutexReadLeaseLost(t *testing.T) {
 	recv(t, reader.Done(), "the read lease's loss")
 	require.ErrorIs(t, reader.Err(), distlock.ErrLeaseLost)
 }
+
+// TestRWMutexReadersNotStarvedByWriters: two writers on two Clients take
+// turns, each holding the lock 100ms; a reader on a third Client still
+// gets in between them.
+func TestRWMutexReadersNotStarvedByWriters(t *testing.T) {
+	servers, c1 := cluster(t, 3)
+	c2, c3 := newClient(t, distlocktest.Addrs(servers)), newClient(t, distlocktest.Addrs(servers))
+	name := lockName(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, c := range []*distlock.Client{c1, c2} {
+		rw := newRW(t, c, name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				l, err := rw.Lock(context.Background())
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+				if err := l.Unlock(context.Background()); err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // the writers take turns
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	l, err := newRW(t, c3, name).RLock(ctx)
+	if err == nil {
+		err = l.Unlock(ctx) // before the writers stop: they need their turn to see stop
+	}
+	close(stop)
+	wg.Wait()
+	require.NoError(t, err, "the reader starved behind two writers")
+	require.NoError(t, errors.Join(errs...))
+}
+
+// TestRWMutexGiveUpWakesReaders: a writer that gives up lifts its bar and
+// wakes the readers it kept out, those of its own Client too (whose
+// announcement the Client skips), without waiting for their backoff.
+func TestRWMutexGiveUpWakesReaders(t *testing.T) {
+	servers, holder := cluster(t, 3)
+	c := newClient(t, distlocktest.Addrs(servers))
+	name := lockName(t)
+	r0, err := newRW(t, holder, name).RLock(context.Background())
+	require.NoError(t, err)
+	rw := newRW(t, c, name, distlock.WithRetry(slowRetry)) // a 5s backoff
+	wctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	gaveUp := make(chan time.Time, 1)
+	go func() { _, _ = rw.Lock(wctx); gaveUp <- time.Now() }()
+	eventuallyHolders(t, servers, distlock.KeyOf("writer-waits", name), 3, "the waiting writer's bar")
+	read := make(chan time.Time, 1)
+	go func() {
+		l, err := rw.RLock(context.Background())
+		if err == nil {
+			_ = l.Unlock(context.Background())
+		}
+		read <- time.Now()
+	}()
+	at := recv(t, gaveUp, "the writer gives up")
+	got := recv(t, read, "the reader")
+	assert.Less(t, got.Sub(at), time.Second, "the reader waited for its backoff")
+	require.NoError(t, r0.Unlock(context.Background()))
+}
+
+// TestRWMutexGiveUpKeepsDeadline: a writer whose Lock ends while a master
+// does not answer returns about when its context ends, not a master
+// timeout later (the withdrawal does not wait for the silent master).
+func TestRWMutexGiveUpKeepsDeadline(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(2*time.Second))
+	name := lockName(t)
+	r, err := newRW(t, newClient(t, distlocktest.Addrs(servers)), name).RLock(context.Background())
+	require.NoError(t, err)
+	proxies[2].SetBlackhole(true)
+	defer proxies[2].SetBlackhole(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = newRW(t, c, name).Lock(ctx)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Less(t, time.Since(start), 1500*time.Millisecond, "Lock overran its deadline")
+	require.NoError(t, r.Unlock(context.Background()))
+}

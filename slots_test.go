@@ -110,7 +110,7 @@ func underFault[L any](t *testing.T, f fault, servers []*distlocktest.Server, cl
 		faulted <- f.apply(servers)
 	}()
 	inParallel(t, clients, func(int) error {
-		c, err := distlock.NewClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(200*time.Millisecond))
+		c, err := distlock.NewClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(testTimeout))
 		if err != nil {
 			return err
 		}

@@ -14,7 +14,11 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local keep = tonumber(ARGV[4])
 if keep and keep > 0 then
-  if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not score or tonumber(score) <= now then
+    if score then
+      redis.call('ZREM', KEYS[1], ARGV[1]) -- expired: no lease to keep
+    end
     return 0
   end
   redis.call('ZADD', KEYS[1], 'XX', now + keep, ARGV[1])
