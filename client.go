@@ -134,7 +134,8 @@ func newClient(cfg *clientConfig, n int) *Client {
 // kept for it. Then Close stops the Client's goroutines, waits for them (not
 // for WithOnLost callbacks, which may call Close themselves), and closes the
 // pools it built. A Lock (of any kind: RLock, Acquire, ...) that is waiting
-// when Close begins returns at once, with an error matching ErrNotAcquired
+// between attempts when Close begins returns at once (one in the middle of
+// a round, when the round ends, within the master timeout), with an error matching ErrNotAcquired
 // and ErrClosed, after undoing what it set (a waiting writer's bar). Later
 // calls on the
 // Client, its mutexes and its leases return errors matching ErrClosed

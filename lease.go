@@ -240,6 +240,12 @@ func (l *Lease) unlock(ctx context.Context, minHold bool) error {
 	l.mu.Lock()
 	if l.released {
 		l.mu.Unlock()
+		if !minHold {
+			// A failed MultiMutex call gives back what it took even if
+			// Close released it first under the minimum hold: delete the
+			// keys still holding our token.
+			_ = l.mutex.release(ctx, l.token, nil)
+		}
 		return fmt.Errorf("%w: %q: already unlocked", ErrNotHeld, l.mutex.name)
 	}
 	l.released = true

@@ -73,6 +73,11 @@ func (mm *MultiMutex) Do(ctx context.Context, fn func(ctx context.Context) error
 }
 
 func (mm *MultiMutex) lock(ctx context.Context, lock func(*Mutex, context.Context) (*Lease, error)) (*MultiLease, error) {
+	// Close waits for the call (each Lock in it ends when Close begins), so
+	// that what a failed call gives back reaches the masters.
+	c := mm.mutexes[0].client
+	c.active.Add(1)
+	defer c.active.Add(-1)
 	ml := &MultiLease{leases: make([]*Lease, 0, len(mm.mutexes))}
 	for _, m := range mm.mutexes {
 		lease, err := lock(m, ctx)

@@ -166,3 +166,31 @@ func TestMultiMutexDoAndInput(t *testing.T) {
 	_, err = c.NewMultiMutex([]string{a}, distlock.WithTTL(-1))
 	assert.ErrorContains(t, err, "WithTTL")
 }
+
+// TestCloseDuringMultiLockKeepsNothing: Close while a MultiMutex.Lock with
+// a minimum hold holds its first name and waits for the second: Close's
+// release of the first name keeps it for the minimum hold, but the failed
+// call gives it back at once.
+func TestCloseDuringMultiLockKeepsNothing(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
+	other := newClient(t, distlocktest.Addrs(servers))
+	name := lockName(t)
+	held, err := newMutex(t, other, name+":b").Lock(context.Background())
+	require.NoError(t, err)
+	mm, err := c.NewMultiMutex([]string{name + ":a", name + ":b"}, distlock.WithMinHold(time.Minute))
+	require.NoError(t, err)
+	for _, p := range proxies {
+		p.SetLatency(100 * time.Millisecond) // Close comes while b's round is on the wire
+	}
+	done := make(chan error, 1)
+	go func() { _, err := mm.Lock(context.Background()); done <- err }()
+	eventuallyHolders(t, servers, name+":a", 3, "a taken")
+	time.Sleep(150 * time.Millisecond)
+	require.NoError(t, c.Close())
+	require.ErrorIs(t, recv(t, done, "MultiMutex.Lock"), distlock.ErrClosed)
+	for _, p := range proxies {
+		p.SetLatency(0)
+	}
+	eventuallyHolders(t, servers, name+":a", 0, "a kept by a failed MultiMutex call")
+	require.NoError(t, held.Unlock(context.Background()))
+}

@@ -183,7 +183,10 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 		}
 		if w == nil {
 			// Just released here while others elsewhere were told: let them in.
-			if d := n.yieldFor(l.ch); d > 0 && !sleep(ctx, clk, d) {
+			if d := n.yieldFor(l.ch); d > 0 && !c.wait(ctx, nil, d) {
+				if c.closed.Load() {
+					return nil, c.closedDuring(last)
+				}
 				return nil, notAcquired(last, ctx.Err())
 			}
 		}

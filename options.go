@@ -259,7 +259,9 @@ func WithMaxHold(d time.Duration) Option {
 // every host of a fleet at about the same time, with the lock taken by
 // TryLock (or Lock with a short wait) and d longer than the spread of the
 // triggers, then runs once per window even when it ends in milliseconds.
-// The lease itself ends at Unlock as usual (Done closes). A lease lost
+// A holder that dies, or loses its lease, before d frees the lock when its
+// keys expire (within the TTL): for once per window whatever happens, use a
+// TTL of at least d. The lease itself ends at Unlock as usual (Done closes). A lease lost
 // before Unlock (other than by Close) is released as usual and keeps
 // nothing, and so are the names a failed MultiMutex call took. Default: 0,
 // none. Negative is an error.

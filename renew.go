@@ -4,7 +4,7 @@ import (
 	"container/heap"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
@@ -376,8 +376,8 @@ func (r *renewer) startRound(w *watch, now time.Time) {
 // held.
 func (r *renewer) sendRounds() {
 	// Leases of one kind next to each other: plain locks first.
-	sort.SliceStable(r.starting, func(i, j int) bool {
-		return r.starting[i].m.kind.extendMany == extendManyScript && r.starting[j].m.kind.extendMany != extendManyScript
+	slices.SortStableFunc(r.starting, func(a, b *watch) int {
+		return kindOrder(a) - kindOrder(b)
 	})
 	pending := r.starting
 	for len(pending) > 0 {
@@ -405,6 +405,15 @@ func (r *renewer) sendRounds() {
 	}
 	clear(r.starting)
 	r.starting = r.starting[:0]
+}
+
+// kindOrder orders leases for sendRounds: plain locks first, then the
+// others (read leases).
+func kindOrder(w *watch) int {
+	if w.m.kind.extendMany == extendManyScript {
+		return 0
+	}
+	return 1
 }
 
 // onReply splits one master's answer to an extend_many.lua call among the

@@ -26,7 +26,7 @@ func (c *Client) wait(ctx context.Context, w *waiter, d time.Duration) bool {
 		if !announced {
 			return true // released by this Client: the queue already orders us
 		}
-		return sleep(ctx, clk, c.notifier.spread(w))
+		return c.wait(ctx, nil, c.notifier.spread(w))
 	case <-ctx.Done():
 		return false
 	case <-c.done:

@@ -15,6 +15,14 @@ import (
 	"github.com/distlock/distlock/distlocktest"
 )
 
+// readersEverywhere waits until every master has name's reader set (an
+// RLock returns at a quorum; a writer that reaches a master before the
+// reader's entry takes it there and sets no bar).
+func readersEverywhere(t testing.TB, servers []*distlocktest.Server, name string) {
+	t.Helper()
+	eventuallyHolders(t, servers, distlock.KeyOf("readers", name), len(servers), "the reader on every master")
+}
+
 func newRW(t testing.TB, c *distlock.Client, name string, opts ...distlock.Option) *distlock.RWMutex {
 	t.Helper()
 	rw, err := c.NewRWMutex(name, opts...)
@@ -170,6 +178,7 @@ func TestRWMutexBarKeepsReadersOut(t *testing.T) {
 	other := newRW(t, newClient(t, distlocktest.Addrs(servers)), name)
 	reader, err := rw.RLock(context.Background())
 	require.NoError(t, err)
+	readersEverywhere(t, servers, name)
 
 	wrote := make(chan error, 1)
 	go func() {
@@ -332,8 +341,9 @@ func TestRWMutexGiveUpWakesReaders(t *testing.T) {
 	name := lockName(t)
 	r0, err := newRW(t, holder, name).RLock(context.Background())
 	require.NoError(t, err)
+	readersEverywhere(t, servers, name)
 	rw := newRW(t, c, name, distlock.WithRetry(slowRetry)) // a 5s backoff
-	wctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	gaveUp := make(chan time.Time, 1)
 	go func() { _, _ = rw.Lock(wctx); gaveUp <- time.Now() }()

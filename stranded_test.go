@@ -216,6 +216,7 @@ func TestCloseEndsEveryKind(t *testing.T) {
 	require.NoError(t, err)
 	reader, err := rw.RLock(ctx)
 	require.NoError(t, err)
+	readersEverywhere(t, servers, name)
 	writer, err := c.NewRWMutex(name + ":w")
 	require.NoError(t, err)
 	wlease, err := writer.Lock(ctx)
