@@ -206,13 +206,15 @@ func TestSlotsOverAdmissionImpossible(t *testing.T) {
 	_, _, err = tryWithout(1) // masters 0 and 2
 	require.ErrorIs(t, err, distlock.ErrNotAcquired)
 	require.ErrorIs(t, err, distlock.ErrLocked)
-	// Each permit is held on exactly its holder's majority.
+	// Each permit is held on its holder's majority. (A holder's acquire to
+	// the master it could not reach may still land there later, when that
+	// Client's connection had not sent it before the blackhole ended.)
 	for permit, on := range map[int][]int{first: {0, 1}, second: {1, 2}} {
 		key := distlock.KeyOf("slot", name) + fmt.Sprintf(":%d", permit)
-		for i, s := range servers {
-			n, err := s.Do("EXISTS", key)
+		for _, i := range on {
+			n, err := servers[i].Do("EXISTS", key)
 			require.NoError(t, err)
-			assert.Equal(t, i == on[0] || i == on[1], n == int64(1), "permit %d on master %d", permit, i)
+			assert.Equal(t, int64(1), n, "permit %d on master %d", permit, i)
 		}
 	}
 	for _, p := range proxies {

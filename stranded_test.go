@@ -37,8 +37,10 @@ func TestCloseReleasesLeases(t *testing.T) {
 		require.NoError(t, lease.Unlock(context.Background()))
 		assert.ErrorIs(t, l.Unlock(context.Background()), distlock.ErrNotHeld)
 	}
+	// other's rounds return at a quorum: the last master's acquire and
+	// release may still be on the wire.
 	for _, s := range servers {
-		assert.Zero(t, dbsize(t, s))
+		require.Eventually(t, func() bool { return dbsize(t, s) == 0 }, 2*time.Second, 2*time.Millisecond, "keys left")
 	}
 }
 
