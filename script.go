@@ -44,6 +44,8 @@ var (
 	rwWriteSrc string
 	//go:embed scripts/rw_withdraw.lua
 	rwWithdrawSrc string
+	//go:embed scripts/inspect.lua
+	inspectSrc string
 
 	acquireScript      = newLua(2, acquireSrc)
 	extendScript       = newLua(1, extendSrc)
@@ -62,12 +64,13 @@ var (
 	rwReadRelease      = newLua(1, rwReadReleaseSrc)
 	rwWriteScript      = newLua(4, rwWriteSrc)
 	rwWithdrawScript   = newLua(1, rwWithdrawSrc)
+	inspectScript      = newLua(2, inspectSrc)
 
 	// scriptSources are loaded (SCRIPT LOAD) on every new connection, before
 	// the connection carries any command, so EVALSHA finds them after a
 	// master restart.
 	scriptSources = []string{acquireSrc, extendSrc, releaseSrc, extendManySrc, fenceReadSrc, fenceWriteSrc, guardedWriteSrc, guardedReadSrc,
-		electionPublishSrc, electionReadSrc, electionRetractSrc, rwReadSrc, rwReadExtendSrc, rwReadReleaseSrc, rwWriteSrc, rwWithdrawSrc}
+		electionPublishSrc, electionReadSrc, electionRetractSrc, rwReadSrc, rwReadExtendSrc, rwReadReleaseSrc, rwWriteSrc, rwWithdrawSrc, inspectSrc}
 )
 
 // lua is a script and the number of its keys (-1: the caller passes the
