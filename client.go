@@ -34,6 +34,8 @@ type Client struct {
 	idArg    any           // this Client's random id (a string), sent with its release announcements
 	renewer  *renewer      // the watchdog of every lease
 	notifier *notifier     // release announcements for waiting Lock calls
+	obs      observer      // events for WithObserver and WithLogger
+	waiting  atomic.Int64  // Lock calls waiting for a busy lock
 
 	closed    atomic.Bool
 	done      chan struct{} // closed when Close begins
@@ -79,7 +81,7 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 	for _, a := range parsed {
 		p := newPool(a, cfg)
 		c.owned = append(c.owned, p)
-		c.masters = append(c.masters, newMaster(a.display, p, cfg))
+		c.masters = append(c.masters, newMaster(a.display, p, cfg, &c.obs))
 	}
 	return c, nil
 }
@@ -112,13 +114,13 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 	// Only now start the masters' goroutines: an error above leaves none.
 	c := newClient(cfg, len(pools))
 	for i, p := range pools {
-		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, cfg))
+		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, cfg, &c.obs))
 	}
 	return c, nil
 }
 
 func newClient(cfg *clientConfig, n int) *Client {
-	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{})}
+	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg)}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	return c
 }

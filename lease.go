@@ -293,6 +293,10 @@ func (m *Mutex) release(ctx context.Context, token, keep any) error {
 	c := m.client
 	var t tally
 	t.init(c, m.kind.release, m.name)
+	var t0 time.Time
+	if c.obs.on {
+		t0 = c.clock.Now()
+	}
 	if keep != nil {
 		t.run(ctx, []any{m.keyArg, token, m.channelArg, c.idArg, keep})
 	} else {
@@ -306,13 +310,19 @@ func (m *Mutex) release(ctx context.Context, token, keep any) error {
 			c.notifier.yield(m.channel)
 		}
 	}
+	var err error
 	switch {
 	case t.refused():
-		return fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError())
+		err = fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError())
 	case t.yes+t.no >= t.q:
-		return nil // deleted or already gone on a quorum
+		// deleted or already gone on a quorum
+	default:
+		err = t.quorumError()
 	}
-	return t.quorumError()
+	if c.obs.on {
+		c.obs.report(roundEvent(EventRelease, &t, c.clock.Since(t0), err))
+	}
+	return err
 }
 
 // extendOp: extend.lua answers 1 when it extended our key, 0 when the key is
@@ -349,16 +359,21 @@ func (l *Lease) Extend(ctx context.Context) error {
 	until := t0.Add(m.cfg.ttl - m.cfg.drift())
 	won := t.won() && c.clock.Now().Before(until)
 	defer sink.decided(won)
+	var err error
 	switch {
 	case won:
 		if !c.renewer.extended(l.w, until, missing(&t)) {
-			return fmt.Errorf("%w: %q: the lease ended during Extend", ErrNotHeld, m.name)
+			err = fmt.Errorf("%w: %q: the lease ended during Extend", ErrNotHeld, m.name)
 		}
-		return nil
 	case t.won():
-		return fmt.Errorf("%w: extend %q: the round took %v", ErrNoValidity, m.name, c.clock.Since(t0))
+		err = fmt.Errorf("%w: extend %q: the round took %v", ErrNoValidity, m.name, c.clock.Since(t0))
+	default:
+		err = l.refusedEnds(&t)
 	}
-	return l.refusedEnds(&t)
+	if c.obs.on {
+		c.obs.report(roundEvent(EventExtend, &t, c.clock.Since(t0), err))
+	}
+	return err
 }
 
 // refusedEnds returns the error of a round that acts for this lease, or nil

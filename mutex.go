@@ -138,6 +138,8 @@ type attempt interface {
 	// giveUp undoes what the failed attempts left for others to see (a
 	// waiting writer's bar), before the caller leaves the Client's queue.
 	giveUp()
+	// lockName is the name of what is being locked, for events.
+	lockName() string
 }
 
 // try makes one acquire round (attempt).
@@ -146,6 +148,8 @@ func (m *Mutex) try(ctx context.Context) (*Lease, time.Duration, error) {
 }
 
 func (m *Mutex) giveUp() {}
+
+func (m *Mutex) lockName() string { return m.name }
 
 // lock is Lock's loop for any attempt a that waits in the Client's queue l
 // (for the releases announced on l.ch), with cfg's retry policy (see
@@ -171,6 +175,7 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 		w = n.join(l) // behind this Client's earlier waiters
 	}
 	var last error // the reason the last complete round failed
+	waiting := false // counted in c.waiting
 	for {
 		if w != nil {
 			select {
@@ -206,10 +211,18 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 			return nil, notAcquired(err, nil)
 		}
 		last = err
+		if !waiting {
+			waiting = true
+			c.waiting.Add(1)
+			defer c.waiting.Add(-1)
+		}
 		if w == nil && errors.Is(err, ErrLocked) {
 			// From now on a release notice wakes us. Subscribing takes a
 			// moment: try once more at once, in case the release came first.
 			if w = n.join(l); w != nil {
+				if c.obs.on {
+					c.obs.report(Event{Kind: EventWait, Name: a.lockName(), Masters: len(c.masters), Err: err})
+				}
 				continue
 			}
 		}
@@ -222,6 +235,9 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 		}
 		if heldFor > 0 && heldFor < d {
 			d = heldFor
+		}
+		if c.obs.on {
+			c.obs.report(Event{Kind: EventRetry, Name: a.lockName(), Masters: len(c.masters), Duration: d, Err: err})
 		}
 		if !c.wait(ctx, w, d) {
 			if c.closed.Load() {
@@ -309,10 +325,13 @@ func (m *Mutex) acquire(ctx context.Context, waiter any) (*Lease, time.Duration,
 	now := c.clock.Now()
 	if t.stopped == nil && t.won() && now.Before(until) {
 		if l := newLease(m, token, until); l != nil {
+			if c.obs.on {
+				c.obs.report(roundEvent(EventAcquire, &t, now.Sub(t0), nil))
+			}
 			return l, 0, nil
 		}
 		m.cleanUp(token, &t) // Close came first: release what we took
-		return nil, 0, ErrClosed
+		return nil, 0, m.acquireFailed(&t, now.Sub(t0), ErrClosed)
 	}
 	m.cleanUp(token, &t)
 	// The soonest expiry of another owner's key: t.lo is the smallest PTTL
@@ -323,13 +342,25 @@ func (m *Mutex) acquire(ctx context.Context, waiter any) (*Lease, time.Duration,
 	if t.lo >= 0 {
 		heldFor = max(time.Duration(t.lo)*time.Millisecond, time.Millisecond)
 	}
+	var err error
 	switch {
 	case t.stopped != nil:
-		return nil, heldFor, t.stopped
+		err = t.stopped
 	case t.won():
-		return nil, heldFor, fmt.Errorf("%w: acquire %q: the round took %v (ttl %v, drift %v)", ErrNoValidity, m.name, now.Sub(t0), m.cfg.ttl, m.cfg.drift())
+		err = fmt.Errorf("%w: acquire %q: the round took %v (ttl %v, drift %v)", ErrNoValidity, m.name, now.Sub(t0), m.cfg.ttl, m.cfg.drift())
+	default:
+		err = t.quorumError()
 	}
-	return nil, heldFor, t.quorumError()
+	return nil, heldFor, m.acquireFailed(&t, now.Sub(t0), err)
+}
+
+// acquireFailed reports the acquire round t that failed with err after d,
+// and returns err.
+func (m *Mutex) acquireFailed(t *tally, d time.Duration, err error) error {
+	if obs := &m.client.obs; obs.on {
+		obs.report(roundEvent(EventAcquire, t, d, err))
+	}
+	return err
 }
 
 // cleanUp releases token after a failed round on every master that may hold

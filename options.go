@@ -3,6 +3,7 @@ package distlock
 import (
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/benbjohnson/clock"
@@ -43,6 +44,8 @@ type clientConfig struct {
 	dialTimeout   time.Duration
 	masterTimeout time.Duration
 	clock         clock.Clock
+	observer      func(Event)
+	logger        *slog.Logger
 }
 
 // newClientConfig applies opts to the defaults and validates the result.

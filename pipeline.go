@@ -87,6 +87,12 @@ type master struct {
 	pool        Pool
 	timeout     time.Duration
 	dialTimeout time.Duration
+	obs         *observer // the Client's
+
+	// Counters for Client.Stats.
+	flushes  atomic.Uint64 // batches written with one flush
+	replies  atomic.Uint64 // replies received
+	failures atomic.Uint64 // commands that got no usable answer
 
 	queue   chan *command
 	closing chan struct{}
@@ -94,16 +100,18 @@ type master struct {
 
 	mu       sync.RWMutex // guards the fields below; submit holds it shared
 	closed   bool
-	down     error // non-nil while suspected down
+	down     error     // non-nil while suspected down
+	downAt   time.Time // when it was suspected
 	deferred []*command
 }
 
-func newMaster(addr string, pool Pool, cfg *clientConfig) *master {
+func newMaster(addr string, pool Pool, cfg *clientConfig, obs *observer) *master {
 	m := &master{
 		addr:        addr,
 		pool:        pool,
 		timeout:     cfg.masterTimeout,
 		dialTimeout: cfg.dialTimeout,
+		obs:         obs,
 		queue:       make(chan *command, queueSize),
 		closing:     make(chan struct{}),
 	}
@@ -138,6 +146,7 @@ func (m *master) submit(c *command) {
 // fail answers c with err and, if c may be re-sent, keeps a copy to send
 // when the master is back.
 func (m *master) fail(c *command, err error) {
+	m.failures.Add(1)
 	if c.resend {
 		m.mu.Lock()
 		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
@@ -154,16 +163,18 @@ func (m *master) fail(c *command, err error) {
 // re-admits it.
 func (m *master) markDown(err error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return
 	}
 	wasUp := m.down == nil
 	m.down = fmt.Errorf("%w: %w", ErrMasterDown, classifyErr(err))
 	if wasUp {
+		m.downAt = time.Now()
 		m.wg.Add(1)
-		go m.probeLoop()
+		go m.probeLoop(m.down)
 	}
+	m.mu.Unlock()
 }
 
 func (m *master) downErr() error {
@@ -174,9 +185,14 @@ func (m *master) downErr() error {
 
 // probeLoop pings the master, backing off, until it answers; then it
 // re-admits the master and re-sends the releases kept while it was down.
-// Probes run on real time: they watch the network, not lock time.
-func (m *master) probeLoop() {
+// Probes run on real time: they watch the network, not lock time. It
+// reports the master down (why) and up: on its own goroutine, not on the
+// connection's, so an observer that makes requests cannot stall replies.
+func (m *master) probeLoop(why error) {
 	defer m.wg.Done()
+	if m.obs.on {
+		m.obs.report(Event{Kind: EventMasterDown, Master: m.addr, Err: why})
+	}
 	delay := probeMin
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -202,7 +218,11 @@ func (m *master) readmit() {
 	m.down = nil
 	deferred := m.deferred
 	m.deferred = nil
+	out := time.Since(m.downAt)
 	m.mu.Unlock()
+	if m.obs.on {
+		m.obs.report(Event{Kind: EventMasterUp, Master: m.addr, Duration: out})
+	}
 	// Not through submit: a full queue would drop them. The writer drains
 	// the queue, so this waits at most for it to make room, or for Close.
 	for _, c := range deferred {
@@ -313,7 +333,7 @@ func (m *master) writeLoop() {
 		}
 		// The batch goes to the reader, which gives the slice back for reuse.
 		// On error the writer keeps it: batch still lists the same commands.
-		if err := p.write(append(p.batchSlice(), batch...)); err != nil {
+		if err := p.write(m, append(p.batchSlice(), batch...)); err != nil {
 			m.markDown(err)
 			m.failAll(batch, cmp.Or(m.downErr(), err))
 			p.stop()
@@ -388,7 +408,7 @@ func (p *pipe) isDead() bool {
 
 // write sends the batch with one flush and hands it to the reader. On error
 // nothing was handed over and the caller fails the batch.
-func (p *pipe) write(batch []*command) error {
+func (p *pipe) write(m *master, batch []*command) error {
 	if p.needLoad.Swap(false) {
 		// Pipelined like any command (a synchronous SCRIPT LOAD would read
 		// replies that belong to the reader); their replies are discarded.
@@ -406,6 +426,7 @@ func (p *pipe) write(batch []*command) error {
 	if err := p.conn.Flush(); err != nil {
 		return err
 	}
+	m.flushes.Add(1)
 	select {
 	case p.sent <- batch:
 		return nil
@@ -427,12 +448,16 @@ func (p *pipe) readLoop(m *master) {
 	defer close(p.done)
 	var broken error
 	for batch := range p.sent {
+		answered := 0
 		for _, c := range batch {
 			if broken != nil {
 				m.fail(c, broken)
 				continue
 			}
 			v, err := receiveOrDo(p.conn, m.timeout, "")
+			if err == nil || isReplyError(err) {
+				answered++
+			}
 			if err != nil && !isReplyError(err) {
 				// The connection failed (timeout, reset, EOF): every reply
 				// still expected on it is lost.
@@ -463,6 +488,7 @@ func (p *pipe) readLoop(m *master) {
 			}
 			c.deliver(v, err)
 		}
+		m.replies.Add(uint64(answered))
 		clear(batch)
 		select {
 		case p.free <- batch[:0]:

@@ -40,6 +40,7 @@ type renewer struct {
 	starting []*watch             // renewals due in this pass of the loop, sent together
 	inboxMu  sync.Mutex           // guards inbox; never held with mu by the pipeline
 	inbox    []reply              // replies of extension rounds, for the loop
+	events   []pendingEvent       // reported by unlock, once mu is released
 
 	wake    chan struct{}  // pokes the loop; buffered 1
 	closing chan struct{}  // closed by close
@@ -60,6 +61,7 @@ type watch struct {
 	maxHold  time.Time // zero: no limit
 	round    *renewRound
 	lastErr  error // why the last extension failed
+	failing  bool  // the last renewal round failed (reported once per run of failures)
 	rounds   int64 // extension rounds started
 }
 
@@ -163,6 +165,13 @@ func (r *renewer) add(l *Lease) bool {
 	return true
 }
 
+// size returns the number of leases watched.
+func (r *renewer) size() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.heap)
+}
+
 // remove stops watching w's lease (Unlock). After it returns no extension
 // of the lease is submitted.
 func (r *renewer) remove(w *watch) {
@@ -240,8 +249,40 @@ func (r *renewer) late(w *watch, rep reply) {
 // gone).
 func (r *renewer) lose(w *watch, reason error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	r.loseLocked(w, reason)
+}
+
+// pendingEvent is an event found with mu held, reported after it is
+// released (the observer may call the Client).
+type pendingEvent struct {
+	ev               Event
+	failing, recover bool // the renewal started failing, or recovered
+}
+
+// emit queues ev for unlock to report. mu is held.
+func (r *renewer) emit(p pendingEvent) {
+	if r.c.obs.on {
+		r.events = append(r.events, p)
+	}
+}
+
+// unlock releases mu and then reports the events queued under it.
+func (r *renewer) unlock() {
+	if len(r.events) == 0 {
+		r.mu.Unlock()
+		return
+	}
+	events := r.events
+	r.events = nil
+	r.mu.Unlock()
+	obs := &r.c.obs
+	for _, p := range events {
+		obs.report(p.ev)
+		if p.failing || p.recover {
+			obs.logRenewal(p.ev.Name, p.failing, p.ev.Err)
+		}
+	}
 }
 
 // close declares every watched lease lost (ErrClosed), stops the loop and
@@ -257,7 +298,7 @@ func (r *renewer) close() []*Lease {
 		held = append(held, w.lease)
 		r.loseLocked(w, ErrClosed)
 	}
-	r.mu.Unlock()
+	r.unlock()
 	close(r.closing)
 	r.wg.Wait()
 	return held
@@ -284,7 +325,12 @@ func (r *renewer) finish(w *watch) {
 func (r *renewer) loseLocked(w *watch, reason error) {
 	r.drop(w)
 	l := w.lease
-	if l.lost(reason) && w.m.cfg.onLost != nil {
+	ended := l.lost(reason)
+	if ended {
+		r.emit(pendingEvent{ev: Event{Kind: EventLost, Name: w.m.name, Masters: len(r.c.masters),
+			Duration: r.clk.Since(l.acquired), Err: l.Err()}})
+	}
+	if ended && w.m.cfg.onLost != nil {
 		// In its own goroutine, not tracked by wg: the callback may call
 		// anything, Close included, which must not wait for the callback
 		// that is calling it.
@@ -323,7 +369,7 @@ func (r *renewer) loop() {
 				r.armed(at, r.inflight)
 			}
 		}
-		r.mu.Unlock()
+		r.unlock()
 
 		select {
 		case <-fire:
@@ -467,14 +513,31 @@ func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 			w.renewAt = now.Add(retryDelay(cfg))
 		}
 		heap.Fix(&r.heap, w.index)
+		r.renewal(rd, now, w.lastErr)
 	case t.refused():
 		// A quorum no longer holds our token: final, whatever the rest say.
-		r.loseLocked(w, fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError()))
+		err := fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError())
+		r.renewal(rd, r.clk.Now(), err)
+		r.loseLocked(w, err)
 	case t.impossible():
 		r.finish(w)
 		w.lastErr = t.quorumError()
-		w.renewAt = r.clk.Now().Add(retryDelay(cfg))
+		now := r.clk.Now()
+		w.renewAt = now.Add(retryDelay(cfg))
 		heap.Fix(&r.heap, w.index)
+		r.renewal(rd, now, w.lastErr)
+	}
+}
+
+// renewal queues the event of rd, decided at now with err (nil: won in
+// time), and notes whether the lease's renewal started failing or
+// recovered. mu is held.
+func (r *renewer) renewal(rd *renewRound, now time.Time, err error) {
+	w := rd.w
+	was := w.failing
+	w.failing = err != nil
+	if r.c.obs.on {
+		r.emit(pendingEvent{ev: roundEvent(EventRenewal, &rd.t, now.Sub(rd.t0), err), failing: !was && w.failing, recover: was && !w.failing})
 	}
 }
 

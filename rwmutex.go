@@ -133,6 +133,8 @@ func (a *waitingWriter) try(ctx context.Context) (*Lease, time.Duration, error) 
 	return lease, heldFor, err
 }
 
+func (a *waitingWriter) lockName() string { return a.m.name }
+
 // giveUp lifts the bar that the writer may have set, when its Lock gave up,
 // and wakes this Client's waiting readers. It goes to every master and waits
 // for answers from a quorum at most (bounded by the master timeout); a

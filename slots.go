@@ -156,3 +156,5 @@ func (s *Slots[T]) try(ctx context.Context) (*Lease, time.Duration, error) {
 }
 
 func (s *Slots[T]) giveUp() {}
+
+func (s *Slots[T]) lockName() string { return s.name }

@@ -1,0 +1,70 @@
+package distlock
+
+// Stats is a snapshot of a Client's state, for dashboards and health
+// checks (Client.Stats). Its fields marshal to JSON as they are, so it can
+// be published with expvar.
+type Stats struct {
+	Masters []MasterStats `json:"masters"` // in the Client's order
+	// Leases is the number of leases the watchdog keeps: held, not yet
+	// unlocked or lost.
+	Leases int `json:"leases"`
+	// Waiting is the number of Lock calls (of any kind) that found the lock
+	// busy or failed a round and have not returned yet.
+	Waiting int `json:"waiting"`
+	// Quorum is the number of masters that must agree; Up is the number of
+	// masters not suspected down. Up < Quorum: no lock can be taken or
+	// renewed now.
+	Quorum int `json:"quorum"`
+	Up     int `json:"up"`
+}
+
+// MasterStats is the state of one master's connection.
+type MasterStats struct {
+	// Addr is the master's address without its password, or "pool[i]".
+	Addr string `json:"addr"`
+	// State is "up", or "down" while the master is suspected down (its
+	// requests fail at once until a probe gets an answer).
+	State string `json:"state"`
+	// Reason is why the master is suspected down; "" while it is up.
+	Reason string `json:"reason,omitempty"`
+	// RoundTrips is the number of batches written to the master, each with
+	// one flush; Replies the number of replies received; Failures the number
+	// of requests that got no usable answer (not sent because the master was
+	// down, timed out, connection lost). All three count since NewClient.
+	RoundTrips uint64 `json:"round_trips"`
+	Replies    uint64 `json:"replies"`
+	Failures   uint64 `json:"failures"`
+	// Queued is the number of requests waiting to be written.
+	Queued int `json:"queued"`
+	// Deferred is the number of releases kept for the master while it is
+	// down, sent when it answers again.
+	Deferred int `json:"deferred"`
+}
+
+// Stats returns a snapshot of the Client's masters, leases and waiters. It
+// does not touch the network, and may be called at any time, also after
+// Close (then every master is down with the reason ErrClosed).
+func (c *Client) Stats() Stats {
+	s := Stats{Masters: make([]MasterStats, len(c.masters)), Quorum: c.quorum, Waiting: int(c.waiting.Load())}
+	for i, m := range c.masters {
+		ms := &s.Masters[i]
+		ms.Addr = m.addr
+		ms.RoundTrips, ms.Replies, ms.Failures = m.flushes.Load(), m.replies.Load(), m.failures.Load()
+		ms.Queued = len(m.queue)
+		m.mu.RLock()
+		down, closed := m.down, m.closed
+		ms.Deferred = len(m.deferred)
+		m.mu.RUnlock()
+		switch {
+		case closed:
+			ms.State, ms.Reason = "down", ErrClosed.Error()
+		case down != nil:
+			ms.State, ms.Reason = "down", down.Error()
+		default:
+			ms.State = "up"
+			s.Up++
+		}
+	}
+	s.Leases = c.renewer.size()
+	return s
+}
