@@ -174,7 +174,7 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 	if n.queued(l) {
 		w = n.join(l) // behind this Client's earlier waiters
 	}
-	var last error // the reason the last complete round failed
+	var last error   // the reason the last complete round failed
 	waiting := false // counted in c.waiting
 	for {
 		if w != nil {
