@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"sync"
 	"time"
 
 	"github.com/distlock/distlock"
@@ -243,4 +244,73 @@ func ExampleWithMinHold() {
 	// host 0 runs the report
 	// host 1 skips: already run in this window
 	// host 2 skips: already run in this window
+}
+
+func ExampleWithObserver() {
+	// Count acquisitions and releases by outcome, as a metrics exporter
+	// (Prometheus, OpenTelemetry) would; the observer runs synchronously
+	// and must return quickly.
+	var mu sync.Mutex
+	counts := map[string]int{}
+	observe := func(ev distlock.Event) {
+		if ev.Kind != distlock.EventAcquire && ev.Kind != distlock.EventRelease {
+			return
+		}
+		outcome := "ok"
+		if ev.Err != nil {
+			outcome = "failed"
+		}
+		mu.Lock()
+		counts[ev.Kind.String()+" "+outcome]++
+		mu.Unlock()
+	}
+	c, err := distlock.NewClient(masters, distlock.WithObserver(observe))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	m, err := c.NewMutex("example:observed")
+	if err != nil {
+		log.Fatal(err)
+	}
+	lease, err := m.TryLock(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := m.TryLock(ctx); errors.Is(err, distlock.ErrLocked) {
+		fmt.Println("busy")
+	}
+	if err := lease.Unlock(ctx); err != nil {
+		log.Fatal(err)
+	}
+	mu.Lock()
+	fmt.Println(counts)
+	mu.Unlock()
+	// Output:
+	// busy
+	// map[acquire failed:1 acquire ok:1 release ok:1]
+}
+
+func ExampleClient_Stats() {
+	c, err := distlock.NewClient(masters)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	m, err := c.NewMutex("example:stats")
+	if err != nil {
+		log.Fatal(err)
+	}
+	l, err := m.Lock(context.Background())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Unlock(context.Background())
+
+	// Publish it with expvar: expvar.Publish("distlock", expvar.Func(func() any { return c.Stats() })).
+	s := c.Stats()
+	fmt.Printf("%d of %d masters up (quorum %d), %d lease held\n", s.Up, len(s.Masters), s.Quorum, s.Leases)
+	// Output:
+	// 3 of 3 masters up (quorum 2), 1 lease held
 }

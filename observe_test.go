@@ -183,6 +183,8 @@ func TestObserverSeesFaults(t *testing.T) {
 	} {
 		assert.Contains(t, logs, want)
 	}
+	assert.Equal(t, 2, strings.Count(logs, "renewal failing"), "once per run of failures: %s", logs)
+	assert.Equal(t, 1, strings.Count(logs, "renewal recovered"))
 	assert.NotContains(t, logs, password)
 	for _, ev := range rec.find(func(distlock.Event) bool { return true }) {
 		assert.NotContains(t, ev.Master, password)
@@ -321,4 +323,20 @@ func TestEventKindString(t *testing.T) {
 		assert.Equal(t, want, k.String())
 	}
 	assert.False(t, strings.Contains(distlock.EventAcquire.String(), " "))
+}
+
+// TestLoggerPermanentFailure: a failure that retrying cannot fix is logged
+// at Error, without the password.
+func TestLoggerPermanentFailure(t *testing.T) {
+	const password = "right-pw-123"
+	servers := distlocktest.NewServers(t, 3, "--requirepass", password)
+	rec := &recorder{}
+	c := newClient(t, distlocktest.Addrs(servers), append(rec.options(), distlock.WithPassword("wrong-pw-456"))...)
+	_, err := newMutex(t, c, lockName(t)).Lock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrPermanent)
+	logs := rec.logs()
+	assert.Contains(t, logs, `"level":"ERROR","msg":"distlock: failure that retrying cannot fix"`)
+	assert.Contains(t, logs, "WRONGPASS")
+	assert.NotContains(t, logs, "wrong-pw-456")
+	assert.NotContains(t, logs, password)
 }
