@@ -52,6 +52,17 @@
 // its context ends, and stops at once when permanent failures alone leave no
 // quorum possible.
 //
+// # Observability
+//
+// Silent by default. WithLogger writes what an operator must see (a master
+// suspected down and back, a renewal failing and recovering, a lease lost,
+// a failure that retrying cannot fix) to a *slog.Logger; WithObserver is
+// called with every Event (acquire, retry, wait, release, extend, renewal,
+// lost, master down and up) for metrics; Client.Stats returns the state of
+// each master, the leases held and the waiters; Client.Inspect reads what
+// each master holds for one lock. The distlock command (cmd/distlock) runs
+// a command under a lock, shows a lock's status, elects and benchmarks.
+//
 // # Safety caveats
 //
 // Redlock's guarantee rests on timing assumptions: that clocks on the
