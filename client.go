@@ -34,7 +34,7 @@ type Client struct {
 	idArg    any           // this Client's random id (a string), sent with its release announcements
 	renewer  *renewer      // the watchdog of every lease
 	notifier *notifier     // release announcements for waiting Lock calls
-	obs      observer      // events for WithObserver and WithLogger
+	obs      *observer     // events for WithObserver and WithLogger
 	waiting  atomic.Int64  // Lock calls waiting for a busy lock
 
 	closed    atomic.Bool
@@ -81,7 +81,7 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 	for _, a := range parsed {
 		p := newPool(a, cfg)
 		c.owned = append(c.owned, p)
-		c.masters = append(c.masters, newMaster(a.display, p, cfg, &c.obs))
+		c.masters = append(c.masters, newMaster(a.display, p, cfg, c.obs))
 	}
 	return c, nil
 }
@@ -114,7 +114,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 	// Only now start the masters' goroutines: an error above leaves none.
 	c := newClient(cfg, len(pools))
 	for i, p := range pools {
-		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, cfg, &c.obs))
+		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, cfg, c.obs))
 	}
 	return c, nil
 }
@@ -122,6 +122,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 func newClient(cfg *clientConfig, n int) *Client {
 	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg)}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
+	c.obs.start()
 	return c
 }
 
@@ -183,6 +184,7 @@ func (c *Client) Close() error {
 		for _, p := range c.owned {
 			_ = p.Close()
 		}
+		c.obs.stop(c.timeout)
 	})
 	return nil
 }

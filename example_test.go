@@ -284,6 +284,7 @@ func ExampleWithObserver() {
 	if err := lease.Unlock(ctx); err != nil {
 		log.Fatal(err)
 	}
+	c.Close() // events are delivered on their own goroutine: Close waits for them
 	mu.Lock()
 	fmt.Println(counts)
 	mu.Unlock()

@@ -14,7 +14,8 @@ import (
 type LockStatus struct {
 	Name string // the lock's name
 	// Held: a quorum of masters hold the same token under the lock's key,
-	// so the lock is taken (by a Mutex, an RWMutex's writer or a slot).
+	// so the lock is taken (by a Mutex or an RWMutex's writer; an RWMutex
+	// held by readers only is not seen, nor are a Slots' slots).
 	Held bool
 	// Quorum is the number of masters that must agree: masters/2 + 1.
 	Quorum  int
@@ -35,7 +36,8 @@ type MasterStatus struct {
 	// Fence is the lock's fencing counter on this master (see Lease.Token),
 	// 0 when it has none.
 	Fence uint64
-	// Err is why the master gave no answer (down, timeout, closed), or nil.
+	// Err is why the master gave no answer (down, timeout, closed) or
+	// failed (the lock's key holds another type of value), or nil.
 	Err error
 }
 

@@ -368,10 +368,13 @@ func (l *Lease) Extend(ctx context.Context) error {
 	case t.won():
 		err = fmt.Errorf("%w: extend %q: the round took %v", ErrNoValidity, m.name, c.clock.Since(t0))
 	default:
-		err = l.refusedEnds(&t)
+		err = t.err(ErrNotHeld)
 	}
-	if c.obs.on {
+	if c.obs.on { // before the loss it may cause, in order
 		c.obs.report(roundEvent(EventExtend, &t, c.clock.Since(t0), err))
+	}
+	if !won && !t.won() && t.refused() {
+		c.renewer.lose(l.w, err)
 	}
 	return err
 }

@@ -171,11 +171,14 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 			n.leave(l, w)
 		}
 	}()
-	if n.queued(l) {
-		w = n.join(l) // behind this Client's earlier waiters
-	}
 	var last error   // the reason the last complete round failed
 	waiting := false // counted in c.waiting
+	if n.queued(l) {
+		w = n.join(l) // behind this Client's earlier waiters
+		waiting = true
+		c.waiting.Add(1)
+		defer c.waiting.Add(-1)
+	}
 	for {
 		if w != nil {
 			select {
@@ -357,7 +360,7 @@ func (m *Mutex) acquire(ctx context.Context, waiter any) (*Lease, time.Duration,
 // acquireFailed reports the acquire round t that failed with err after d,
 // and returns err.
 func (m *Mutex) acquireFailed(t *tally, d time.Duration, err error) error {
-	if obs := &m.client.obs; obs.on {
+	if obs := m.client.obs; obs.on {
 		obs.report(roundEvent(EventAcquire, t, d, err))
 	}
 	return err

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -59,8 +61,9 @@ func (k EventKind) String() string {
 // with WithObserver and written to the logger set with WithLogger.
 type Event struct {
 	Kind EventKind
-	// Name is the lock's name (its key: a slot's key for a Slots); "" for
-	// master events.
+	// Name is the lock's name as Lease.Name gives it ("name[i]" for slot i
+	// of a Slots, whose wait and retry events carry the Slots' name); ""
+	// for master events.
 	Name string
 	// Master is the master's address (without its password) for master
 	// events; "" otherwise.
@@ -84,16 +87,19 @@ type Event struct {
 
 // WithObserver sets a function called with every Event of the Client: each
 // acquire, retry, wait, release, extend, renewal, loss, and master state
-// change. It is called synchronously, with no lock of the library held, on
-// the goroutine that did the work: the caller's for acquire, retry, wait,
-// release and extend; the watchdog's for renewal and loss; the master's
-// probe for master changes (and Close's for what Close ends). So it must
-// return quickly, and every renewal waits for it. It may call the Client
-// (Stats, Inspect, locks), but not Close, which waits for the goroutines
-// that call it: start Close in a goroutine of its own. Events of one lease,
-// and of one master, come in order. With no observer nothing is built: an
-// event costs one branch, and a no-op observer adds no allocation. Use it to
-// feed metrics (Prometheus, OpenTelemetry) or traces. Default: none.
+// change. It runs on a goroutine of its own, one per Client, which delivers
+// the events in the order they happened (those of one lease, and of one
+// master, in particular), never on the goroutine that did the work: a slow
+// or blocked observer delays no lock, no renewal and no loss, and it may
+// call anything in the library, Close included. Events wait for it in a
+// queue of up to 65 536; beyond that they are dropped and counted
+// (Stats.EventsDropped). A panic in it is recovered and logged (WithLogger)
+// and delivery goes on. Close waits, at most the master timeout, for the
+// events queued before it (the leases it ended among them) to be delivered;
+// none is delivered after those. With no observer and no logger nothing is
+// built: an event costs one branch, and a no-op observer adds no
+// allocation. Use it to feed metrics (Prometheus, OpenTelemetry) or traces.
+// Default: none.
 func WithObserver(f func(Event)) ClientOption {
 	return func(c *clientConfig) { c.observer = f }
 }
@@ -109,25 +115,172 @@ func WithLogger(l *slog.Logger) ClientOption {
 	return func(c *clientConfig) { c.logger = l }
 }
 
-// observer delivers a Client's events to its observer function and logger.
+// maxQueuedEvents bounds the events waiting for the observer.
+const maxQueuedEvents = 1 << 16
+
+// observer delivers a Client's events to its observer function and logger,
+// in order, on its own goroutine (started by start, ended by stop).
 type observer struct {
 	fn  func(Event)
 	log *slog.Logger
 	on  bool // fn or log is set: build events
+
+	mu      sync.Mutex
+	queue   []queued // events waiting for the loop
+	spare   []queued // the loop's last batch, for reuse
+	closing bool     // stop was called: end once the queue is empty
+	ended   bool     // the loop returned: report drops events
+	wake    chan struct{}
+	done    chan struct{} // closed when the loop returns
+	dropped atomic.Uint64
+
+	lastPermanent map[string]time.Time // the loop's: when a master's permanent failure was last logged
 }
 
-func newObserver(cfg *clientConfig) observer {
-	return observer{fn: cfg.observer, log: cfg.logger, on: cfg.observer != nil || cfg.logger != nil}
+// queued is an event and what else the logger says about it.
+type queued struct {
+	ev   Event
+	note uint8 // noteFailing or noteRecovered for a renewal
 }
 
-// report gives ev to the observer and the logger. No library lock may be
-// held.
-func (o *observer) report(ev Event) {
+const (
+	noteFailing   = 1 // the lease's renewal started failing
+	noteRecovered = 2 // the lease's renewal recovered
+)
+
+func newObserver(cfg *clientConfig) *observer {
+	return &observer{fn: cfg.observer, log: cfg.logger, on: cfg.observer != nil || cfg.logger != nil}
+}
+
+// start starts the delivery goroutine, if anyone listens.
+func (o *observer) start() {
+	if !o.on {
+		return
+	}
+	o.wake, o.done = make(chan struct{}, 1), make(chan struct{})
+	o.lastPermanent = make(map[string]time.Time)
+	go o.loop()
+}
+
+// stop ends delivery once the events queued so far are delivered, and
+// waits for that at most wait.
+func (o *observer) stop(wait time.Duration) {
+	if !o.on {
+		return
+	}
+	o.mu.Lock()
+	o.closing = true
+	o.mu.Unlock()
+	o.poke()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-o.done:
+	case <-t.C:
+	}
+}
+
+func (o *observer) poke() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// report queues ev for delivery. It never blocks and never calls the
+// observer; it may be called with library locks held.
+func (o *observer) report(ev Event) { o.reportNote(ev, 0) }
+
+func (o *observer) reportNote(ev Event, note uint8) {
+	o.mu.Lock()
+	if o.ended || len(o.queue) >= maxQueuedEvents {
+		o.mu.Unlock()
+		o.dropped.Add(1)
+		return
+	}
+	o.queue = append(o.queue, queued{ev, note})
+	o.mu.Unlock()
+	o.poke()
+}
+
+// loop delivers the queued events in order until stop, once the queue is
+// empty.
+func (o *observer) loop() {
+	defer close(o.done)
+	for range o.wake {
+		for {
+			o.mu.Lock()
+			batch := o.queue
+			if len(batch) == 0 {
+				if o.closing {
+					o.ended = true
+					o.mu.Unlock()
+					return
+				}
+				o.mu.Unlock()
+				break
+			}
+			o.queue = o.spare[:0]
+			o.mu.Unlock()
+			for i := range batch {
+				o.deliver(batch[i])
+				batch[i] = queued{} // let the event's errors be collected
+			}
+			o.mu.Lock()
+			o.spare = batch[:0]
+			o.mu.Unlock()
+		}
+	}
+}
+
+// deliver gives one event to the observer and the logger. A panic in
+// either is recovered and logged.
+func (o *observer) deliver(q queued) {
+	defer func() {
+		if v := recover(); v != nil && o.log != nil {
+			func() {
+				defer func() { _ = recover() }() // a logger that panics too
+				o.log.LogAttrs(context.Background(), slog.LevelError, "distlock: observer panicked",
+					slog.String("event", q.ev.Kind.String()), slog.Any("panic", v))
+			}()
+		}
+	}()
 	if o.fn != nil {
-		o.fn(ev)
+		o.fn(q.ev)
 	}
 	if o.log != nil {
-		o.logEvent(ev)
+		o.logEvent(q.ev)
+		switch q.note {
+		case noteFailing:
+			o.logRenewal(q.ev.Name, true, q.ev.Err)
+		case noteRecovered:
+			o.logRenewal(q.ev.Name, false, nil)
+		}
+		o.logPermanent(q.ev)
+	}
+}
+
+// permanentEvery bounds how often a master's permanent failure in a round
+// that others won is logged.
+const permanentEvery = time.Minute
+
+// logPermanent logs at Error, at most once a minute per master, a master
+// that failed a round for a reason retrying cannot fix (a wrong password
+// on one master) even when the round won without it.
+func (o *observer) logPermanent(ev Event) {
+	if errors.Is(ev.Err, ErrPermanent) {
+		return // logged with the event
+	}
+	for _, d := range ev.Dissent {
+		if !errors.Is(d.Err, ErrPermanent) {
+			continue
+		}
+		if last, ok := o.lastPermanent[d.Addr]; ok && time.Since(last) < permanentEvery {
+			continue
+		}
+		o.lastPermanent[d.Addr] = time.Now()
+		o.log.LogAttrs(context.Background(), slog.LevelError, "distlock: master failing for a reason retrying cannot fix",
+			slog.String("master", d.Addr), slog.String("lock", ev.Name), slog.String("err", d.Err.Error()))
 	}
 }
 

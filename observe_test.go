@@ -174,6 +174,7 @@ func TestObserverSeesFaults(t *testing.T) {
 	resume()
 	resumed = true
 
+	require.NoError(t, c.Close()) // waits for the events to be delivered
 	logs := rec.logs()
 	for _, want := range []string{
 		`"msg":"distlock: master suspected down"`, `"msg":"distlock: master answers again"`,
@@ -222,12 +223,12 @@ func TestObserverSeesLockCalls(t *testing.T) {
 	assert.NotEmpty(t, refused.Dissent, "the masters that said no")
 	require.NoError(t, held.Unlock(ctx))
 	require.NoError(t, recv(t, got, "the waiting Lock"))
-	assert.NotEmpty(t, rec.find(func(ev distlock.Event) bool {
+	rec.await(t, "won acquire", func(ev distlock.Event) bool {
 		return ev.Kind == distlock.EventAcquire && ev.Name == name && ev.Err == nil
-	}))
-	assert.NotEmpty(t, rec.find(func(ev distlock.Event) bool {
+	})
+	rec.await(t, "release by lockAsync", func(ev distlock.Event) bool {
 		return ev.Kind == distlock.EventRelease && ev.Name == name && ev.Err == nil && ev.Agreed >= 2
-	}), "lockAsync unlocked")
+	})
 
 	// A master down: it is in the Dissent of a round that still wins.
 	require.NoError(t, servers[0].Kill())
@@ -260,6 +261,7 @@ func TestObserverSeesLockCalls(t *testing.T) {
 	assert.Equal(t, 2, ext.Agreed)
 	require.NoError(t, lease.Unlock(ctx))
 
+	require.NoError(t, c.Close()) // waits for the events to be delivered
 	logs := rec.logs()
 	assert.Contains(t, logs, `"msg":"distlock: acquire round"`)
 	assert.Contains(t, logs, `"msg":"distlock: waiting for release"`)
@@ -334,6 +336,7 @@ func TestLoggerPermanentFailure(t *testing.T) {
 	c := newClient(t, distlocktest.Addrs(servers), append(rec.options(), distlock.WithPassword("wrong-pw-456"))...)
 	_, err := newMutex(t, c, lockName(t)).Lock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrPermanent)
+	require.NoError(t, c.Close()) // waits for the events to be delivered
 	logs := rec.logs()
 	assert.Contains(t, logs, `"level":"ERROR","msg":"distlock: failure that retrying cannot fix"`)
 	assert.Contains(t, logs, "WRONGPASS")

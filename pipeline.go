@@ -92,7 +92,8 @@ type master struct {
 	// Counters for Client.Stats.
 	flushes  atomic.Uint64 // batches written with one flush
 	replies  atomic.Uint64 // replies received
-	failures atomic.Uint64 // commands that got no usable answer
+	failures atomic.Uint64          // commands that got no usable answer
+	lastErr  atomic.Pointer[string] // the last failure's text
 
 	queue   chan *command
 	closing chan struct{}
@@ -146,7 +147,7 @@ func (m *master) submit(c *command) {
 // fail answers c with err and, if c may be re-sent, keeps a copy to send
 // when the master is back.
 func (m *master) fail(c *command, err error) {
-	m.failures.Add(1)
+	m.failed(err)
 	if c.resend {
 		m.mu.Lock()
 		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
@@ -157,6 +158,13 @@ func (m *master) fail(c *command, err error) {
 		m.mu.Unlock()
 	}
 	c.deliver(nil, err)
+}
+
+// failed counts a command that got no usable answer, for Stats.
+func (m *master) failed(err error) {
+	m.failures.Add(1)
+	msg := err.Error()
+	m.lastErr.Store(&msg)
 }
 
 // markDown records that the master failed and starts the probe that
@@ -172,7 +180,10 @@ func (m *master) markDown(err error) {
 	if wasUp {
 		m.downAt = time.Now()
 		m.wg.Add(1)
-		go m.probeLoop(m.down)
+		go m.probeLoop()
+		if m.obs.on { // under mu: in order with the master's up event
+			m.obs.report(Event{Kind: EventMasterDown, Master: m.addr, Err: m.down})
+		}
 	}
 	m.mu.Unlock()
 }
@@ -185,14 +196,9 @@ func (m *master) downErr() error {
 
 // probeLoop pings the master, backing off, until it answers; then it
 // re-admits the master and re-sends the releases kept while it was down.
-// Probes run on real time: they watch the network, not lock time. It
-// reports the master down (why) and up: on its own goroutine, not on the
-// connection's, so an observer that makes requests cannot stall replies.
-func (m *master) probeLoop(why error) {
+// Probes run on real time: they watch the network, not lock time.
+func (m *master) probeLoop() {
 	defer m.wg.Done()
-	if m.obs.on {
-		m.obs.report(Event{Kind: EventMasterDown, Master: m.addr, Err: why})
-	}
 	delay := probeMin
 	t := time.NewTimer(delay)
 	defer t.Stop()
@@ -215,14 +221,17 @@ func (m *master) probeLoop(why error) {
 // it was down.
 func (m *master) readmit() {
 	m.mu.Lock()
+	if m.closed || m.down == nil { // closing, or re-admitted already
+		m.mu.Unlock()
+		return
+	}
 	m.down = nil
 	deferred := m.deferred
 	m.deferred = nil
-	out := time.Since(m.downAt)
-	m.mu.Unlock()
 	if m.obs.on {
-		m.obs.report(Event{Kind: EventMasterUp, Master: m.addr, Duration: out})
+		m.obs.report(Event{Kind: EventMasterUp, Master: m.addr, Duration: time.Since(m.downAt)})
 	}
+	m.mu.Unlock()
 	// Not through submit: a full queue would drop them. The writer drains
 	// the queue, so this waits at most for it to make room, or for Close.
 	for _, c := range deferred {
@@ -466,6 +475,9 @@ func (p *pipe) readLoop(m *master) {
 				m.markDown(err)
 				m.fail(c, broken)
 				continue
+			}
+			if err != nil && errors.Is(classifyErr(err), ErrPermanent) {
+				m.failed(err) // answered, but with a failure retrying cannot fix
 			}
 			if err != nil && isNoScript(err) {
 				// The scripts were flushed from the server. Reload them

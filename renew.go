@@ -40,7 +40,6 @@ type renewer struct {
 	starting []*watch             // renewals due in this pass of the loop, sent together
 	inboxMu  sync.Mutex           // guards inbox; never held with mu by the pipeline
 	inbox    []reply              // replies of extension rounds, for the loop
-	events   []pendingEvent       // reported by unlock, once mu is released
 
 	wake    chan struct{}  // pokes the loop; buffered 1
 	closing chan struct{}  // closed by close
@@ -249,40 +248,8 @@ func (r *renewer) late(w *watch, rep reply) {
 // gone).
 func (r *renewer) lose(w *watch, reason error) {
 	r.mu.Lock()
-	defer r.unlock()
+	defer r.mu.Unlock()
 	r.loseLocked(w, reason)
-}
-
-// pendingEvent is an event found with mu held, reported after it is
-// released (the observer may call the Client).
-type pendingEvent struct {
-	ev               Event
-	failing, recover bool // the renewal started failing, or recovered
-}
-
-// emit queues ev for unlock to report. mu is held.
-func (r *renewer) emit(p pendingEvent) {
-	if r.c.obs.on {
-		r.events = append(r.events, p)
-	}
-}
-
-// unlock releases mu and then reports the events queued under it.
-func (r *renewer) unlock() {
-	if len(r.events) == 0 {
-		r.mu.Unlock()
-		return
-	}
-	events := r.events
-	r.events = nil
-	r.mu.Unlock()
-	obs := &r.c.obs
-	for _, p := range events {
-		obs.report(p.ev)
-		if p.failing || p.recover {
-			obs.logRenewal(p.ev.Name, p.failing, p.ev.Err)
-		}
-	}
 }
 
 // close declares every watched lease lost (ErrClosed), stops the loop and
@@ -298,7 +265,7 @@ func (r *renewer) close() []*Lease {
 		held = append(held, w.lease)
 		r.loseLocked(w, ErrClosed)
 	}
-	r.unlock()
+	r.mu.Unlock()
 	close(r.closing)
 	r.wg.Wait()
 	return held
@@ -326,9 +293,9 @@ func (r *renewer) loseLocked(w *watch, reason error) {
 	r.drop(w)
 	l := w.lease
 	ended := l.lost(reason)
-	if ended {
-		r.emit(pendingEvent{ev: Event{Kind: EventLost, Name: w.m.name, Masters: len(r.c.masters),
-			Duration: r.clk.Since(l.acquired), Err: l.Err()}})
+	if ended && r.c.obs.on {
+		r.c.obs.report(Event{Kind: EventLost, Name: w.m.name, Masters: len(r.c.masters),
+			Duration: r.clk.Since(l.acquired), Err: l.Err()})
 	}
 	if ended && w.m.cfg.onLost != nil {
 		// In its own goroutine, not tracked by wg: the callback may call
@@ -369,7 +336,7 @@ func (r *renewer) loop() {
 				r.armed(at, r.inflight)
 			}
 		}
-		r.unlock()
+		r.mu.Unlock()
 
 		select {
 		case <-fire:
@@ -513,11 +480,11 @@ func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 			w.renewAt = now.Add(retryDelay(cfg))
 		}
 		heap.Fix(&r.heap, w.index)
-		r.renewal(rd, now, w.lastErr)
+		r.renewal(rd, now, w.lastErr, true)
 	case t.refused():
 		// A quorum no longer holds our token: final, whatever the rest say.
 		err := fmt.Errorf("%w: %w", ErrNotHeld, t.quorumError())
-		r.renewal(rd, r.clk.Now(), err)
+		r.renewal(rd, r.clk.Now(), err, false)
 		r.loseLocked(w, err)
 	case t.impossible():
 		r.finish(w)
@@ -525,20 +492,28 @@ func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 		now := r.clk.Now()
 		w.renewAt = now.Add(retryDelay(cfg))
 		heap.Fix(&r.heap, w.index)
-		r.renewal(rd, now, w.lastErr)
+		r.renewal(rd, now, w.lastErr, true)
 	}
 }
 
-// renewal queues the event of rd, decided at now with err (nil: won in
-// time), and notes whether the lease's renewal started failing or
-// recovered. mu is held.
-func (r *renewer) renewal(rd *renewRound, now time.Time, err error) {
+// renewal reports the event of rd, decided at now with err (nil: won in
+// time), and notes whether the lease's renewal started failing (a failure
+// that will be retried) or recovered. mu is held.
+func (r *renewer) renewal(rd *renewRound, now time.Time, err error, retried bool) {
 	w := rd.w
 	was := w.failing
-	w.failing = err != nil
-	if r.c.obs.on {
-		r.emit(pendingEvent{ev: roundEvent(EventRenewal, &rd.t, now.Sub(rd.t0), err), failing: !was && w.failing, recover: was && !w.failing})
+	w.failing = err != nil && retried
+	if !r.c.obs.on {
+		return
 	}
+	var note uint8
+	switch {
+	case !was && w.failing:
+		note = noteFailing
+	case was && err == nil:
+		note = noteRecovered
+	}
+	r.c.obs.reportNote(roundEvent(EventRenewal, &rd.t, now.Sub(rd.t0), err), note)
 }
 
 // retryDelay is the pause before an extension that failed is tried again.

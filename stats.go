@@ -16,6 +16,9 @@ type Stats struct {
 	// renewed now.
 	Quorum int `json:"quorum"`
 	Up     int `json:"up"`
+	// EventsDropped counts the events not delivered to the observer and
+	// logger because 65 536 were already waiting for them (see WithObserver).
+	EventsDropped uint64 `json:"events_dropped"`
 }
 
 // MasterStats is the state of one master's connection.
@@ -30,10 +33,14 @@ type MasterStats struct {
 	// RoundTrips is the number of batches written to the master, each with
 	// one flush; Replies the number of replies received; Failures the number
 	// of requests that got no usable answer (not sent because the master was
-	// down, timed out, connection lost). All three count since NewClient.
+	// down, timed out, connection lost, or answered with an error that
+	// retrying cannot fix, such as a wrong password). All three count since
+	// NewClient. LastError is the last failure's text ("" if none): it stays
+	// after the master recovers.
 	RoundTrips uint64 `json:"round_trips"`
 	Replies    uint64 `json:"replies"`
 	Failures   uint64 `json:"failures"`
+	LastError  string `json:"last_error,omitempty"`
 	// Queued is the number of requests waiting to be written.
 	Queued int `json:"queued"`
 	// Deferred is the number of releases kept for the master while it is
@@ -51,6 +58,9 @@ func (c *Client) Stats() Stats {
 		ms.Addr = m.addr
 		ms.RoundTrips, ms.Replies, ms.Failures = m.flushes.Load(), m.replies.Load(), m.failures.Load()
 		ms.Queued = len(m.queue)
+		if e := m.lastErr.Load(); e != nil {
+			ms.LastError = *e
+		}
 		m.mu.RLock()
 		down, closed := m.down, m.closed
 		ms.Deferred = len(m.deferred)
@@ -66,5 +76,6 @@ func (c *Client) Stats() Stats {
 		}
 	}
 	s.Leases = c.renewer.size()
+	s.EventsDropped = c.obs.dropped.Load()
 	return s
 }
