@@ -508,7 +508,6 @@ func TestObserverExtendThenLost(t *testing.T) {
 	log.awaitKinds(t, name, distlock.EventAcquire, distlock.EventExtend, distlock.EventLost)
 }
 
-
 // A panicking observer: recovered and logged, on every kind of event; no
 // lease is left behind, no panic reaches the caller, and Close completes.
 func TestObserverPanicRecovered(t *testing.T) {

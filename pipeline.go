@@ -90,8 +90,8 @@ type master struct {
 	obs         *observer // the Client's
 
 	// Counters for Client.Stats.
-	flushes  atomic.Uint64 // batches written with one flush
-	replies  atomic.Uint64 // replies received
+	flushes  atomic.Uint64          // batches written with one flush
+	replies  atomic.Uint64          // replies received
 	failures atomic.Uint64          // commands that got no usable answer
 	lastErr  atomic.Pointer[string] // the last failure's text
 
