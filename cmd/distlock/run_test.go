@@ -184,14 +184,18 @@ func TestRunMinHold(t *testing.T) {
 	t.Parallel()
 	_, srv := servers(t, 3)
 	marker := filepath.Join(t.TempDir(), "ran")
-	const minHold = 3 * time.Second
+	// Far longer than two runs take even on a loaded machine; the test
+	// fails rather than skips if they ever take that long. The TTL is at
+	// least the minimum hold (see WithMinHold), and the test does not wait
+	// for it: nothing runs after the second run.
+	const minHold = 30 * time.Second
 	start := time.Now()
-	if r := dl(t, nil, "run", srv, "--min-hold", minHold.String(), "minhold", "--", "true"); r.code != 0 {
+	if r := dl(t, nil, "run", srv, "--ttl", minHold.String(), "--min-hold", minHold.String(), "minhold", "--", "true"); r.code != 0 {
 		t.Fatalf("first run: status %d; stderr: %s", r.code, r.stderr)
 	}
 	r := dl(t, nil, "run", srv, "--no-wait", "minhold", "--", "touch", marker)
-	if time.Since(start) >= minHold {
-		t.Skipf("the two runs took %v, beyond the minimum hold: the machine is too slow for this test", time.Since(start))
+	if took := time.Since(start); took >= minHold {
+		t.Fatalf("the two runs took %v, beyond the minimum hold", took)
 	}
 	if r.code != exitConflict {
 		t.Errorf("second run: status %d, want %d; stderr: %s", r.code, exitConflict, r.stderr)
