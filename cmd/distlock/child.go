@@ -168,3 +168,19 @@ func (s *stopFlags) graceFor(ttl time.Duration) time.Duration {
 func (s *stopFlags) lockOptions(ttl time.Duration) []distlock.Option {
 	return []distlock.Option{distlock.WithTTL(ttl), distlock.WithRenewalMargin(s.marginFor(ttl))}
 }
+
+// prepare finds command's executable and makes the Client of common, for
+// run and elect. On failure it reports the error and returns the exit
+// status (127 or 126 for the command, 64 for the flags) with a nil Client.
+func prepare(common *commonFlags, command []string) (path string, client *distlock.Client, code int) {
+	path, code, err := lookCommand(command[0])
+	if err != nil {
+		errorf("%v", err)
+		return "", nil, code
+	}
+	if client, err = common.newClient(); err != nil {
+		errorf("%v", err)
+		return "", nil, exitUsage
+	}
+	return path, client, 0
+}

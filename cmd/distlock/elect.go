@@ -86,15 +86,9 @@ func cmdElect(args []string) int {
 // runElected campaigns for name and runs command while leading; it returns
 // the exit status.
 func runElected(f *electFlags, name string, command []string) int {
-	path, code, err := lookCommand(command[0])
-	if err != nil {
-		errorf("%v", err)
+	path, client, code := prepare(&f.common, command)
+	if client == nil {
 		return code
-	}
-	client, err := f.common.newClient()
-	if err != nil {
-		errorf("%v", err)
-		return exitUsage
 	}
 	defer client.Close()
 	e, err := distlock.NewElection[string](client, name, nil, f.stop.lockOptions(f.common.ttl)...)

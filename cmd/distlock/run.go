@@ -127,15 +127,9 @@ func checkRunArgs(f *runFlags, cmd string, pos, command []string, dashdash bool)
 // runLocked acquires name, runs command under the lease and returns the exit
 // status.
 func runLocked(f *runFlags, name string, command []string) int {
-	path, code, err := lookCommand(command[0])
-	if err != nil {
-		errorf("%v", err)
+	path, client, code := prepare(&f.common, command)
+	if client == nil {
 		return code
-	}
-	client, err := f.common.newClient()
-	if err != nil {
-		errorf("%v", err)
-		return exitUsage
 	}
 	defer client.Close()
 	opts := f.stop.lockOptions(f.common.ttl)
