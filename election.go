@@ -118,10 +118,8 @@ func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead
 	if err != nil {
 		return false, err
 	}
-	if err := e.publish(ctx, lease, term, data); err != nil {
-		return false, err
-	}
-
+	// The term starts before the record is published: an observer may see
+	// this leader as soon as the record is there, and Resign must work then.
 	leadCtx, cancel := context.WithCancelCause(ctx)
 	stop := context.AfterFunc(lease.Context(), func() { cancel(context.Cause(lease.Context())) })
 	tm := &leadership{cancel: cancel, lease: lease}
@@ -140,6 +138,17 @@ func (e *Election[T]) serve(ctx context.Context, lease *Lease, data []byte, lead
 		}
 		e.mu.Unlock()
 	}()
+	err = e.publish(ctx, lease, term, data)
+	e.mu.Lock()
+	early := tm.resigned
+	tm.leading = !early && err == nil
+	e.mu.Unlock()
+	switch {
+	case early: // Resign while taking office: lead never runs
+		return true, nil
+	case err != nil:
+		return false, err
+	}
 	err = lead(leadCtx)
 	// From here Resign answers ErrNotHeld: whether it came first is settled.
 	e.mu.Lock()
@@ -162,11 +171,13 @@ type leadership struct {
 	cancel   context.CancelCauseFunc // ends lead's context
 	lease    *Lease
 	resigned bool // Resign was called; guarded by the Election's mu
+	leading  bool // the record is published and lead runs; guarded by mu
 }
 
-// Resign ends the current leadership of this Election value, if it leads:
-// lead's context is cancelled, and Run steps down and returns nil. It does
-// not wait for lead to return.
+// Resign ends the current leadership of this Election value, if it leads
+// or is taking office (its record may already be announced): lead's
+// context is cancelled (or lead never runs), and Run steps down and returns
+// nil. It does not wait for lead to return.
 func (e *Election[T]) Resign(ctx context.Context) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -379,7 +390,7 @@ func parseAnnouncement(msg []byte) (announcement, bool) {
 func (e *Election[T]) Leading() (until time.Time, ok bool) {
 	var l *Lease
 	e.mu.Lock()
-	if e.term != nil {
+	if e.term != nil && e.term.leading {
 		l = e.term.lease
 	}
 	e.mu.Unlock()

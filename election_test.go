@@ -445,3 +445,30 @@ func TestElectionRetryPolicyPerTerm(t *testing.T) {
 		t.Error("neither")
 	}
 }
+
+// TestResignAsSoonAsObserved: a leader that Observe reports can be made to
+// resign at once, even if its record was announced a moment before lead
+// started: Resign then returns nil, lead never runs or is cancelled, and Run
+// returns nil.
+func TestResignAsSoonAsObserved(t *testing.T) {
+	_, c := cluster(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i := range 20 {
+		name := fmt.Sprintf("%s:%d", lockName(t), i)
+		e, err := distlock.NewElection[string](c, name, nil)
+		require.NoError(t, err)
+		watcher, err := distlock.NewElection[string](c, name, nil)
+		require.NoError(t, err)
+		obs := watcher.Observe(ctx)
+		ran := make(chan error, 1)
+		go func() { ran <- e.Run(ctx, "me", func(ctx context.Context) error { <-ctx.Done(); return nil }) }()
+		for l := range obs {
+			if !l.Vacant {
+				break
+			}
+		}
+		require.NoError(t, e.Resign(ctx), "round %d: the observed leader resigns", i)
+		require.NoError(t, recv(t, ran, "Run"))
+	}
+}
