@@ -75,6 +75,7 @@ type benchResult struct {
 	FirstError  string                    `json:"first_error,omitempty"`
 	Latency     map[string]latencySummary `json:"latency_ms"`
 	order       []string                  // the keys of Latency, in table order
+	endErr      error                     // a Lock cut short by the end of the run
 }
 
 // latencySummary is a distribution of durations, in milliseconds.
@@ -147,7 +148,10 @@ func cmdBench(args []string) int {
 	} else {
 		res.print(os.Stdout)
 	}
-	if res.Ops == 0 && res.Errors > 0 {
+	if res.Ops == 0 && ctx.Err() == nil {
+		if res.Errors == 0 && res.endErr != nil {
+			errorf("no lock was acquired: %v", res.endErr)
+		}
 		return exitUnavailable
 	}
 	return exitOK
@@ -158,6 +162,7 @@ type benchWorker struct {
 	lock, unlock, cycle, wait, handoff []time.Duration
 	errors                             int64
 	firstErr                           error
+	endErr                             error // the error of a Lock that the end of the run cut short
 }
 
 // runBench runs the benchmark until f.duration has passed or ctx ends.
@@ -220,6 +225,8 @@ func runBench(ctx context.Context, f *benchFlags) (*benchResult, error) {
 						if w.firstErr == nil {
 							w.firstErr = err
 						}
+					} else {
+						w.endErr = err // a Lock cut by the end of the run
 					}
 					if errors.Is(err, distlock.ErrPermanent) || errors.Is(err, distlock.ErrClosed) {
 						return // retrying cannot help
@@ -302,6 +309,9 @@ func runBench(ctx context.Context, f *benchFlags) (*benchResult, error) {
 	merged := map[string][]time.Duration{}
 	for _, w := range workers {
 		res.Errors += w.errors
+		if w.endErr != nil {
+			res.endErr = w.endErr
+		}
 		if w.firstErr != nil && res.FirstError == "" {
 			res.FirstError = w.firstErr.Error()
 		}

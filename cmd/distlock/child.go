@@ -16,7 +16,7 @@ import (
 
 // forwardedSignals are the signals distlock passes on to its command (and
 // that end distlock itself while no command runs).
-var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM}
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
 // notifySignals starts delivering forwardedSignals to a new channel.
 // The caller stops it with signal.Stop.
@@ -70,6 +70,9 @@ func startChild(path string, args []string, env map[string]string) (*child, erro
 		Stdin:  os.Stdin,
 		Stdout: os.Stdout,
 		Stderr: os.Stderr,
+		// The command must not outlive distlock: nothing renews its lock
+		// once distlock is gone.
+		SysProcAttr: childAttr(),
 	}
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -92,6 +95,14 @@ func startChild(path string, args []string, env map[string]string) (*child, erro
 }
 
 // signal sends sig to the command, if it still runs.
+// forward passes on a signal distlock received, unless a terminal already
+// delivered it to the command too (terminalDelivered).
+func (c *child) forward(sig os.Signal) {
+	if !terminalDelivered(sig) {
+		c.signal(sig)
+	}
+}
+
 func (c *child) signal(sig os.Signal) {
 	select {
 	case <-c.done:
@@ -135,11 +146,14 @@ func (s *stopFlags) register(set *flag.FlagSet) {
 	set.DurationVar(&s.grace, "grace", 0, "after SIGTERM, SIGKILL the command after this long (default: the stop margin, so that it is gone\nbefore the lock could expire and another holder start)")
 }
 
-// check reports a negative duration.
-func (s *stopFlags) check() error {
+// check reports a negative duration, or a margin that leaves the watchdog
+// too little time to renew a lock of the given TTL.
+func (s *stopFlags) check(ttl time.Duration) error {
 	switch {
 	case s.margin < 0:
 		return usagef("--stop-margin %v: must not be negative", s.margin)
+	case s.margin >= ttl/2:
+		return usagef("--stop-margin %v: must be under half of --ttl (%v)", s.margin, ttl)
 	case s.grace < 0:
 		return usagef("--grace %v: must not be negative", s.grace)
 	}

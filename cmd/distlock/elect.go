@@ -74,7 +74,7 @@ func cmdElect(args []string) int {
 
 	pos, command, dashdash, err := parseArgs(fs, args)
 	if err == nil {
-		rf := runFlags{stop: f.stop, conflictCode: exitConflict, lostCode: exitLost}
+		rf := runFlags{common: f.common, stop: f.stop, conflictCode: exitConflict, lostCode: exitLost}
 		err = checkRunArgs(&rf, fs.Name(), pos, command, dashdash)
 	}
 	if err != nil {
@@ -118,7 +118,7 @@ func runElected(f *electFlags, name string, command []string) int {
 				ch := running
 				mu.Unlock()
 				if ch != nil {
-					ch.signal(s) // its exit ends Run
+					ch.forward(s) // its exit ends Run
 				} else {
 					cancel()
 				}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -49,7 +50,7 @@ type commonFlags struct {
 func (c *commonFlags) register(fs *flag.FlagSet, withTTL bool) {
 	// The default is resolved in addrs, so that --help does not show the
 	// value of $DISTLOCK_SERVERS (a URL in it may carry a password).
-	fs.StringVar(&c.servers, "servers", "", "comma-separated masters: host:port, redis://[user@]host:port/db, rediss://..., unix:///path (default: env "+envServers+", else "+distlock.DefaultAddr+")")
+	fs.StringVar(&c.servers, "servers", "", "comma-separated masters: host:port, redis://host:port/db, rediss://..., unix:///path; credentials go in --user and --password-file (default: env "+envServers+", else "+distlock.DefaultAddr+")")
 	if withTTL {
 		fs.DurationVar(&c.ttl, "ttl", distlock.DefaultTTL, "lock TTL: how long the lock outlives a holder that dies; renewed every ttl/3 while held")
 	}
@@ -103,6 +104,9 @@ func (c *commonFlags) addrs() []string {
 // tool sets is added here, in one place. Its errors never contain the
 // password.
 func clientOptions(c *commonFlags) ([]distlock.ClientOption, error) {
+	if err := c.checkAddrs(); err != nil {
+		return nil, err
+	}
 	var opts []distlock.ClientOption
 	password, err := c.password()
 	if err != nil {
@@ -135,6 +139,25 @@ func clientOptions(c *commonFlags) ([]distlock.ClientOption, error) {
 	return opts, nil
 }
 
+// checkAddrs refuses credentials in an address: on the command line they
+// show in ps, and a lone "user@" would be sent as the password (the
+// redis-cli convention). The error names the master by its host only.
+func (c *commonFlags) checkAddrs() error {
+	for i, a := range c.addrs() {
+		if !strings.Contains(a, "://") {
+			continue
+		}
+		u, err := url.Parse(a)
+		if err != nil {
+			return fmt.Errorf("--servers: masters[%d]: not a valid URL", i)
+		}
+		if u.User != nil {
+			return fmt.Errorf("--servers: masters[%d] (%s): credentials in an address are refused (they show in ps, and a lone user@ is taken as the password); use --user and --password-file or $%s", i, u.Host, envPassword)
+		}
+	}
+	return nil
+}
+
 // password returns the password from --password-file (its first line,
 // without the line end) or else from $REDISCLI_AUTH; "" when neither is set.
 // Errors name the file, never its content.
@@ -148,11 +171,15 @@ func (c *commonFlags) password() (string, error) {
 	}
 	defer f.Close()
 	// A password file is small; a larger one is certainly the wrong file.
-	data, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	const maxPasswordFile = 64 << 10
+	data, err := io.ReadAll(io.LimitReader(f, maxPasswordFile+1))
 	if err != nil {
 		return "", fmt.Errorf("password file %s: %w", c.passwordFile, err)
 	}
-	line, _, _ := strings.Cut(string(data), "\n")
+	line, _, found := strings.Cut(string(data), "\n")
+	if !found && len(data) > maxPasswordFile {
+		return "", fmt.Errorf("password file %s: larger than 64 KiB without a line end: not a password file", c.passwordFile)
+	}
 	line = strings.TrimSuffix(line, "\r")
 	if line == "" {
 		return "", fmt.Errorf("password file %s: the first line is empty", c.passwordFile)

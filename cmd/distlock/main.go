@@ -16,11 +16,14 @@
 // # Masters and credentials
 //
 // The masters come from --servers (a comma-separated list of host:port,
-// redis://[user@]host:port/db, rediss://... for TLS, unix:///path), or from
-// $DISTLOCK_SERVERS, or else 127.0.0.1:6379. The password is read from the file
-// given with --password-file, or else from $REDISCLI_AUTH; there is no flag
-// that takes a password, so that it never shows in ps. TLS is set with --tls,
-// --cacert, --cert, --key, --tls-server-name and --insecure.
+// redis://host:port/db, rediss://... for TLS, unix:///path), or from
+// $DISTLOCK_SERVERS, or else 127.0.0.1:6379. The ACL user is --user; the
+// password is read from the file given with --password-file, or else from
+// $REDISCLI_AUTH. No flag takes a password, and an address with credentials
+// (redis://user:password@...) is refused, so that a password never shows in
+// ps. The command run by run and elect inherits distlock's environment,
+// $REDISCLI_AUTH included. TLS is set with --tls, --cacert, --cert, --key,
+// --tls-server-name and --insecure.
 //
 // # Exit statuses
 //
@@ -31,15 +34,23 @@
 //	69   the lock could not be acquired for another reason than being busy:
 //	     too few masters answered, credentials refused, --wait ran out
 //	     while masters were failing; also any other failure of distlock itself
-//	75   not acquired because another holder has the lock (--no-wait, or
-//	     --wait ran out); set another with -E N / --conflict-exit-code N
-//	79   the lease was lost while the command ran: the command got SIGTERM
+//	75   run only: not acquired because another holder has the lock
+//	     (--no-wait, or --wait ran out); set another with -E N /
+//	     --conflict-exit-code N
+//	79   run only: the lease was lost while the command ran: the command got SIGTERM
 //	     --stop-margin before the lock could expire (SIGKILL after --grace);
 //	     set another with --lost-exit-code N
 //	126  the command is not executable
 //	127  the command was not found
-//	128+N distlock itself was stopped by signal N (SIGINT, SIGTERM) before the
-//	     command started
+//	128+N distlock itself was stopped by signal N (SIGINT, SIGTERM, SIGHUP)
+//	     before the command started
+//
+// elect never gives 75 or 79: it campaigns until elected, and after a lost
+// leadership it stops the command and campaigns again. SIGINT, SIGTERM and
+// SIGHUP are forwarded to the command (not SIGINT, SIGQUIT or SIGHUP from
+// the terminal distlock runs in the foreground of, which the command got
+// already). On Linux the command is killed if distlock dies (kill -9, the
+// OOM killer): nothing would renew its lock.
 //
 // distlock status, observe, bench and version exit with 0 on success, 64 on a
 // usage error and 69 when the masters cannot be read.
@@ -51,6 +62,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -101,6 +113,10 @@ var commands = []command{
 
 // main runs the subcommand and exits with its status.
 func main() {
+	// The command dies with the thread that started it (childAttr): run
+	// and elect start it from the main goroutine, kept on the main thread,
+	// which ends only when distlock does.
+	runtime.LockOSThread()
 	os.Exit(dispatch(os.Args[1:]))
 }
 

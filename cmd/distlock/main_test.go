@@ -182,6 +182,8 @@ func TestHelp(t *testing.T) {
 		{"bench", "--concurrency", "0"},
 		{"elect", "n"},
 		{"run", "--log-level", "loud", "n", "--", "true"},
+		{"run", "--ttl", "10s", "--stop-margin", "5s", "n", "--", "true"},
+		{"elect", "--ttl", "10s", "--stop-margin", "7s", "n", "--", "true"},
 	} {
 		r := dl(t, nil, args...)
 		if r.code != exitUsage || !strings.HasPrefix(r.stderr, "distlock: ") {

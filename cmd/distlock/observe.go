@@ -89,6 +89,15 @@ func cmdObserve(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), forwardedSignals...)
 	defer stop()
+	// Observe retries failing masters silently: read the leader once
+	// first, so that unreachable masters or refused credentials end with 69.
+	rctx, rcancel := context.WithTimeout(ctx, common.dialTimeout+common.masterTimeout+time.Second)
+	_, _, err = e.Leader(rctx)
+	rcancel()
+	if err != nil && ctx.Err() == nil {
+		errorf("%s: %v", name, err)
+		return exitUnavailable
+	}
 	enc := json.NewEncoder(os.Stdout)
 	for l := range e.Observe(ctx) {
 		now := time.Now()

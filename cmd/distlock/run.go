@@ -121,7 +121,7 @@ func checkRunArgs(f *runFlags, cmd string, pos, command []string, dashdash bool)
 	case f.noWait && f.wait > 0:
 		return usagef("--wait and --no-wait exclude each other")
 	}
-	return f.stop.check()
+	return f.stop.check(f.common.ttl)
 }
 
 // runLocked acquires name, runs command under the lease and returns the exit
@@ -145,7 +145,7 @@ func runLocked(f *runFlags, name string, command []string) int {
 	sigs := notifySignals()
 	defer signal.Stop(sigs)
 
-	lease, sig, err := acquire(m, f.noWait, f.wait, sigs)
+	lease, sig, err := acquire(m, f.noWait, f.wait, 2*f.common.masterTimeout+f.common.dialTimeout, sigs)
 	if sig != nil {
 		if lease != nil {
 			release(lease, f.common.masterTimeout, false)
@@ -200,7 +200,7 @@ func runLocked(f *runFlags, name string, command []string) int {
 			release(lease, f.common.masterTimeout, f.verbose)
 			return ch.status()
 		case s := <-sigs:
-			ch.signal(s)
+			ch.forward(s)
 		case <-lease.Done():
 			grace := f.stop.graceFor(f.common.ttl)
 			errorf("lease on %s lost (%v): sending SIGTERM to the command (SIGKILL in %s)", name, lease.Err(), grace)
@@ -211,9 +211,10 @@ func runLocked(f *runFlags, name string, command []string) int {
 }
 
 // acquire takes the lock: once with noWait, else waiting up to wait (0: no
-// limit). A SIGINT or SIGTERM from sigs stops the wait: it is returned as
+// limit; when it runs out before any round answered, one more attempt
+// bounded by lastTry). A SIGINT or SIGTERM from sigs stops the wait: it is returned as
 // sig, with the lease if the lock was taken all the same.
-func acquire(m *distlock.Mutex, noWait bool, wait time.Duration, sigs <-chan os.Signal) (lease *distlock.Lease, sig os.Signal, err error) {
+func acquire(m *distlock.Mutex, noWait bool, wait, lastTry time.Duration, sigs <-chan os.Signal) (lease *distlock.Lease, sig os.Signal, err error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if wait > 0 {
@@ -240,6 +241,14 @@ func acquire(m *distlock.Mutex, noWait bool, wait time.Duration, sigs <-chan os.
 	if s, ok := <-watched; ok {
 		return lease, s, err
 	}
+	if err != nil && wait > 0 && !errors.Is(err, distlock.ErrLocked) && errors.Is(err, context.DeadlineExceeded) {
+		// --wait ran out before a round told anything (a short wait, a slow
+		// first round): one complete attempt, bounded by lastTry, says
+		// whether the lock is busy, free, or the masters are failing.
+		tctx, tcancel := context.WithTimeout(context.Background(), lastTry)
+		defer tcancel()
+		lease, err = m.TryLock(tctx)
+	}
 	return lease, nil, err
 }
 
@@ -254,7 +263,7 @@ func stopChild(ch *child, grace time.Duration, sigs <-chan os.Signal) {
 		case <-ch.done:
 			return
 		case s := <-sigs:
-			ch.signal(s)
+			ch.forward(s)
 		case <-t.C:
 			ch.signal(syscall.SIGKILL)
 		}
