@@ -27,3 +27,11 @@ func KeyOf(kind, name string) string { return derivedKey(kind, name) }
 
 // NotifierSize returns how many locks c's notifier keeps state for.
 func NotifierSize(c *Client) int { return c.notifier.size() }
+
+// SetMaxQueuedEvents sets how many events may wait for the observer, and
+// returns a function that restores the default.
+func SetMaxQueuedEvents(n int) (restore func()) {
+	old := maxQueuedEvents
+	maxQueuedEvents = n
+	return func() { maxQueuedEvents = old }
+}

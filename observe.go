@@ -115,8 +115,9 @@ func WithLogger(l *slog.Logger) ClientOption {
 	return func(c *clientConfig) { c.logger = l }
 }
 
-// maxQueuedEvents bounds the events waiting for the observer.
-const maxQueuedEvents = 1 << 16
+// maxQueuedEvents bounds the events waiting for the observer (a variable
+// for tests).
+var maxQueuedEvents = 1 << 16
 
 // observer delivers a Client's events to its observer function and logger,
 // in order, on its own goroutine (started by start, ended by stop).

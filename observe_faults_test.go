@@ -642,3 +642,37 @@ func TestObserverSlotNames(t *testing.T) {
 	assert.Contains(t, kinds, distlock.EventAcquire)
 	assert.Equal(t, distlock.EventRelease, kinds[len(kinds)-1])
 }
+
+// Events beyond the queue's bound, while the observer blocks, are dropped
+// and counted; the rest are delivered in order once it returns.
+func TestObserverDropsBeyondQueue(t *testing.T) {
+	defer distlock.SetMaxQueuedEvents(4)()
+	unblock := make(chan struct{})
+	var mu sync.Mutex
+	var kinds []distlock.EventKind
+	_, c := cluster(t, 3, distlock.WithObserver(func(ev distlock.Event) {
+		<-unblock
+		mu.Lock()
+		kinds = append(kinds, ev.Kind)
+		mu.Unlock()
+	}))
+	m := newMutex(t, c, lockName(t))
+	for range 5 { // 10 events: one in the observer, 4 queued, 5 dropped
+		l, err := m.TryLock(context.Background())
+		require.NoError(t, err)
+		require.NoError(t, l.Unlock(context.Background()))
+	}
+	require.Eventually(t, func() bool { return c.Stats().EventsDropped >= 5 }, waitTimeout, 5*time.Millisecond)
+	close(unblock)
+	require.NoError(t, c.Close())
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, uint64(10), uint64(len(kinds))+c.Stats().EventsDropped, "every event delivered or counted")
+	for i, k := range kinds {
+		want := distlock.EventAcquire
+		if i%2 == 1 {
+			want = distlock.EventRelease
+		}
+		assert.Equal(t, want, k, "event %d in order", i)
+	}
+}
