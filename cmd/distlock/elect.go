@@ -20,10 +20,12 @@ the leader. Start it on every host; one of them runs COMMAND at a time.
 
 When leadership is lost (too few masters could be reached to renew it),
 COMMAND gets SIGTERM --stop-margin (default ttl/5) before anyone else could
-be elected, then SIGKILL after --grace (default: the same margin); distlock waits for it and campaigns again, and starts
+be elected, then SIGKILL after --grace (default: the same margin);
+distlock waits for it and campaigns again, and starts
 COMMAND again when it is elected again. When COMMAND exits on its own while
 leading, distlock resigns and exits with COMMAND's status (let a supervisor
-restart it). SIGINT and SIGTERM are forwarded to COMMAND; once it has exited,
+restart it). SIGINT, SIGTERM and SIGHUP are forwarded to COMMAND as run
+forwards them (and on Linux COMMAND dies with distlock); once it has exited,
 distlock resigns and exits with its status (with 128+N when no command was
 running).
 

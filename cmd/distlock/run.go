@@ -29,8 +29,11 @@ COMMAND gets distlock's environment plus DISTLOCK_NAME (the lock's name) and
 DISTLOCK_TOKEN (the fencing token: a number greater than that of every earlier
 holder of NAME; pass it to the resource you protect so that it can refuse a
 late write from an older holder). stdin, stdout and stderr are passed through;
-SIGINT and SIGTERM sent to distlock are forwarded to COMMAND (SIGTERM and
-SIGINT sent to distlock before COMMAND starts end distlock with 128+N).
+SIGINT, SIGTERM and SIGHUP sent to distlock are forwarded to COMMAND (a
+Ctrl-C typed at the terminal reached COMMAND already and is not sent twice;
+those signals sent to distlock before COMMAND starts end distlock with
+128+N). On Linux, COMMAND is killed if distlock itself dies (kill -9, the
+OOM killer): nothing would renew the lock.
 
 If the lease is lost while COMMAND runs (too few masters could be reached
 to renew it), COMMAND gets SIGTERM --stop-margin (default ttl/5) before the
