@@ -191,7 +191,7 @@ func TestCommandDiesWithDistlock(t *testing.T) {
 			}
 			// Two TTLs: a lock that nobody renews has expired by then.
 			time.Sleep(2500 * time.Millisecond)
-			if syscall.Kill(pid, 0) != nil {
+			if !alive(pid) {
 				return // the command is gone: fine
 			}
 			select {
@@ -210,7 +210,7 @@ func TestCommandDiesWithDistlock(t *testing.T) {
 			// The consequence: another run gets the lock within about one
 			// TTL while the first command still runs.
 			r := dl(t, nil, "run", srv, "--wait", "5s", name, "--", "true")
-			if r.code == 0 && syscall.Kill(pid, 0) == nil {
+			if r.code == 0 && alive(pid) {
 				t.Errorf("a second distlock run took %s while the first command (pid %d) still runs", name, pid)
 			}
 		})
@@ -324,8 +324,14 @@ func TestSignalsAndRestarts(t *testing.T) {
 	}
 	marker := filepath.Join(dir, "ran")
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
-		p := startBackground(t, dir, "waiter-"+sig.String(), nil, "run", srv, "busy-sig", "--", "touch", marker)
-		time.Sleep(time.Second) // past the start, into the wait
+		tag := "waiter-" + sig.String()
+		p := startBackground(t, dir, tag, nil, "run", srv, "--log-level", "debug", "busy-sig", "--", "touch", marker)
+		// Into the wait: an acquire round was made (logged at Debug), so
+		// the signal handlers are in place (a loaded machine may take more
+		// than a second to get there).
+		if !waitFor(15*time.Second, func() bool { return strings.Contains(output(dir, tag+".stderr"), "acquire round") }) {
+			t.Fatalf("%s made no acquire round; stderr: %s", tag, output(dir, tag+".stderr"))
+		}
 		_ = p.cmd.Process.Signal(sig)
 		_ = p.cmd.Process.Signal(sig) // a second one changes nothing
 		if code := waitExit(t, "waiter", p, 10*time.Second); code != 128+int(sig) {
@@ -377,4 +383,20 @@ func TestShortWaitTriesOnce(t *testing.T) {
 	if r := dl(t, nil, "run", srv, "--wait", "1ns", "short-busy", "--", "true"); r.code != exitConflict {
 		t.Errorf("--wait 1ns on a busy lock: status %d, want %d; stderr: %s", r.code, exitConflict, r.stderr)
 	}
+}
+
+// alive reports whether process pid runs: it exists and is not a zombie
+// (an orphan's zombie stays until whoever adopted it reaps it, which on
+// some machines is slow or never).
+func alive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true // no /proc: trust kill
+	}
+	// pid (comm) state ...: the state follows the last ')'.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i < 0 || i+2 >= len(stat) || stat[i+2] != 'Z'
 }

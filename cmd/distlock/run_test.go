@@ -329,7 +329,7 @@ func TestRunLostLeaseKillsStubbornCommand(t *testing.T) {
 	if !exists(term) {
 		t.Errorf("the command got no SIGTERM first")
 	}
-	if err := syscall.Kill(pid, 0); err == nil {
+	if alive(pid) {
 		t.Errorf("the command (pid %d) still runs after distlock exited", pid)
 	}
 	// Lost ttl/5 before expiry, killed ttl/5 later: about at paused+ttl.
