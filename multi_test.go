@@ -92,7 +92,9 @@ func TestMultiMutexAllOrNone(t *testing.T) {
 	ml, err := mm.TryLock(context.Background())
 	require.NoError(t, err)
 	for _, n := range []string{a, b, z} {
-		eventuallyHolders(t, servers, n, 3, n)
+		// A quorum: the other owner's release of b may still be on its way
+		// to the third master when our acquire gets there (fast quorum).
+		require.Eventually(t, func() bool { return holders(t, servers, n) >= 2 }, 2*time.Second, 5*time.Millisecond, n)
 	}
 	leases := ml.Leases()
 	require.Len(t, leases, 3)

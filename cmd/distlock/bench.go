@@ -120,6 +120,7 @@ func cmdBench(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), forwardedSignals...)
 	defer stop()
+	defer signal.Ignore(forwardedSignals...) // before stop (defers run last first): a late signal must not kill the exit
 	if f.local > 0 {
 		servers, err := distlocktest.StartServers(f.local)
 		if err != nil {

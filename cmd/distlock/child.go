@@ -19,7 +19,8 @@ import (
 var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP}
 
 // notifySignals starts delivering forwardedSignals to a new channel.
-// The caller stops it with signal.Stop.
+// The caller ignores them when it is done (signal.Ignore, not signal.Stop:
+// a late second signal must not kill distlock as it exits).
 func notifySignals() chan os.Signal {
 	ch := make(chan os.Signal, 4)
 	signal.Notify(ch, forwardedSignals...)

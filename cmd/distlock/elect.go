@@ -108,7 +108,9 @@ func runElected(f *electFlags, name string, command []string) int {
 		final    = -1      // the exit status, once decided
 	)
 	sigs := notifySignals()
-	defer signal.Stop(sigs)
+	// Not signal.Stop: a second signal arriving while distlock exits
+	// would then kill it instead of being ignored.
+	defer signal.Ignore(forwardedSignals...)
 	go func() {
 		for {
 			select {

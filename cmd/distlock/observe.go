@@ -89,6 +89,7 @@ func cmdObserve(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), forwardedSignals...)
 	defer stop()
+	defer signal.Ignore(forwardedSignals...) // before stop (defers run last first): a late signal must not kill the exit
 	// Observe retries failing masters silently: read the leader once
 	// first, so that unreachable masters or refused credentials end with 69.
 	rctx, rcancel := context.WithTimeout(ctx, common.dialTimeout+common.masterTimeout+time.Second)

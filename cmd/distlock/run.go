@@ -146,7 +146,9 @@ func runLocked(f *runFlags, name string, command []string) int {
 	}
 
 	sigs := notifySignals()
-	defer signal.Stop(sigs)
+	// Not signal.Stop: a second signal arriving while distlock exits
+	// would then kill it instead of being ignored.
+	defer signal.Ignore(forwardedSignals...)
 
 	lease, sig, err := acquire(m, f.noWait, f.wait, 2*f.common.masterTimeout+f.common.dialTimeout, sigs)
 	if sig != nil {
