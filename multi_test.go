@@ -68,6 +68,9 @@ func TestMultiMutexAllOrNone(t *testing.T) {
 	a, b, z := "a-"+lockName(t), "b-"+lockName(t), "z-"+lockName(t)
 	other, err := newMutex(t, newClient(t, distlocktest.Addrs(servers)), b).TryLock(context.Background())
 	require.NoError(t, err)
+	// On every master before we start (fast quorum returns first), so that
+	// "untouched" below means all three.
+	eventuallyHolders(t, servers, b, 3, "the other owner's b")
 
 	mm, err := c.NewMultiMutex([]string{z, b, a, b})
 	require.NoError(t, err)
