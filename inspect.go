@@ -1,7 +1,6 @@
 package distlock
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -91,30 +90,8 @@ func (c *Client) Inspect(ctx context.Context, name string) (*LockStatus, error) 
 			ms.Fence, _ = strconv.ParseUint(string(f), 10, 64)
 		}
 	}
-	// Held on a quorum: the same token on a quorum of masters.
-	for i := range t.n {
-		tok := heldToken(t, i)
-		if tok == nil {
-			continue
-		}
-		same := 0
-		for j := range t.n {
-			if bytes.Equal(tok, heldToken(t, j)) {
-				same++
-			}
-		}
-		if same >= c.quorum {
-			st.Held = true
-			break
-		}
-	}
+	// Held: a quorum of masters answered the same token (the round
+	// engine's rule for agreeing answers).
+	_, st.Held = t.agreed()
 	return st, nil
-}
-
-// heldToken returns the token master i answered to inspect.lua, or nil.
-func heldToken(t *tally, i int) []byte {
-	if t.vote(i) != voteYes {
-		return nil
-	}
-	return firstBytes(t.vals[i])
 }
