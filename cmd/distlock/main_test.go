@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distlock/distlock"
 	"github.com/distlock/distlock/distlocktest"
 )
 
@@ -276,4 +277,16 @@ func waitExit(t *testing.T, tag string, p *bgProc, d time.Duration) int {
 func output(dir, name string) string {
 	data, _ := os.ReadFile(filepath.Join(dir, name))
 	return string(data)
+}
+
+// libClient returns a library Client over the servers, for a test that
+// holds or inspects locks beside the binary; it is closed when t ends.
+func libClient(t *testing.T, ss []*distlocktest.Server) *distlock.Client {
+	t.Helper()
+	c, err := distlock.NewClient(distlocktest.Addrs(ss))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

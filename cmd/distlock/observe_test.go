@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/distlock/distlock"
-	"github.com/distlock/distlock/distlocktest"
 )
 
 // TestObserve: observe --json prints the vacancy, then the leader when one
@@ -55,11 +54,7 @@ func TestObserve(t *testing.T) {
 		t.Fatalf("first report: %+v, want no leader", ev)
 	}
 
-	c, err := distlock.NewClient(distlocktest.Addrs(ss))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := libClient(t, ss)
 	e, err := distlock.NewElection[string](c, "watched", nil, distlock.WithTTL(2*time.Second))
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/distlock/distlock"
 	"github.com/distlock/distlock/distlocktest"
 )
 
@@ -91,11 +90,7 @@ func TestRunExitStatus(t *testing.T) {
 func TestRunNoWaitBusy(t *testing.T) {
 	t.Parallel()
 	ss, srv := servers(t, 3)
-	c, err := distlock.NewClient(distlocktest.Addrs(ss))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := libClient(t, ss)
 	m, err := c.NewMutex("busy")
 	if err != nil {
 		t.Fatal(err)

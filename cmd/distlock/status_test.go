@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/distlock/distlock"
-	"github.com/distlock/distlock/distlocktest"
 )
 
 // statusOf runs status --json for name and parses its one line.
@@ -30,11 +29,7 @@ func statusOf(t *testing.T, srv, name string) statusJSON {
 func TestStatusJSON(t *testing.T) {
 	t.Parallel()
 	ss, srv := servers(t, 3)
-	c, err := distlock.NewClient(distlocktest.Addrs(ss))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := libClient(t, ss)
 	m, err := c.NewMutex("inspected", distlock.WithTTL(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
