@@ -12,6 +12,7 @@ test: redis
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	go vet ./...
 	go test -race -count=1 ./...
+	go test -count=1 -run 'TestAllocationsPerCycle|TestObserverAllocs' .
 
 bench: redis
 	go test -run '^$$' -bench . -benchmem .

@@ -44,6 +44,43 @@ func BenchmarkLockUnlock(b *testing.B) {
 					}
 				})
 			})
+			b.Run(fmt.Sprintf("masters=%d/%s/distlock-newmutex", n, mode), func(b *testing.B) {
+				c, err := distlock.NewClient(addrs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer c.Close()
+				runCycles(b, mode, func(key string) func() error {
+					return func() error {
+						m, err := c.NewMutex(key)
+						if err != nil {
+							return err
+						}
+						lease, err := m.Lock(context.Background())
+						if err != nil {
+							return err
+						}
+						return lease.Unlock(context.Background())
+					}
+				})
+			})
+			b.Run(fmt.Sprintf("masters=%d/%s/pipelined", n, mode), func(b *testing.B) {
+				r, err := distlocktest.NewPipelinedRedlock(addrs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				runCycles(b, mode, func(key string) func() error {
+					return func() error {
+						token, ok := r.TryLock(context.Background(), key, distlock.DefaultTTL)
+						if !ok {
+							return fmt.Errorf("pipelined: no majority for %s", key)
+						}
+						r.Unlock(key, token)
+						return nil
+					}
+				})
+			})
 			b.Run(fmt.Sprintf("masters=%d/%s/raw", n, mode), func(b *testing.B) {
 				r := distlocktest.NewRawRedlock(addrs)
 				defer r.Close()

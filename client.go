@@ -36,6 +36,7 @@ type Client struct {
 	notifier *notifier     // release announcements for waiting Lock calls
 	obs      *observer     // events for WithObserver and WithLogger
 	waiting  atomic.Int64  // Lock calls waiting for a busy lock
+	rounds   *sync.Pool    // recycled rounds (see round)
 
 	closed    atomic.Bool
 	done      chan struct{} // closed when Close begins
@@ -120,7 +121,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 }
 
 func newClient(cfg *clientConfig, n int) *Client {
-	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg)}
+	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg), rounds: newRoundPool(n)}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	c.obs.start()
 	return c

@@ -16,12 +16,13 @@ import (
 //
 // The first call costs two rounds; later calls return the same token. On each
 // master the lock keeps a counter beside its key (see the README's key
-// layout), incremented by every acquisition once it exists. Token reads the
-// counter on the masters that still hold this lease's key, takes the highest
-// value a quorum returned, and writes it back (counter = max(counter, token))
-// on a quorum before it returns. Any later holder's quorum meets that quorum,
-// and its acquisition increments the counter there, so its token is higher.
-// A counter lost to a master restart starts again from the server's TIME in
+// layout). Token increments the counter on the masters that still hold this
+// lease's key, takes the highest value a quorum returned, and writes it back
+// (counter = max(counter, token)) on a quorum before it returns. A later
+// holder's Token increments the counter on a quorum of its own, which meets
+// that quorum, so its token is higher. Acquiring and releasing never touch
+// the counter: a lock that never asks for a token pays nothing for it. A
+// counter lost to a master restart starts again from the server's TIME in
 // microseconds.
 //
 // A read lease of an RWMutex has none: Token returns an error matching
@@ -49,7 +50,8 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	if !l.held() {
 		return 0, fmt.Errorf("%w: %q: the lease ended", ErrNotHeld, l.mutex.name)
 	}
-	t := l.run(ctx, &fenceReadOp, []any{m.nameArg, m.fenceArg})
+	fenceKey := any(m.fenceKey())
+	t := l.run(ctx, &fenceReadOp, []any{m.nameArg, fenceKey})
 	if err := l.refusedEnds(t); err != nil {
 		return 0, err
 	}
@@ -59,7 +61,7 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 		token = max(token, n)
 	}
 
-	t = l.run(ctx, &fenceWriteOp, []any{m.nameArg, m.fenceArg}, strconv.FormatUint(token, 10))
+	t = l.run(ctx, &fenceWriteOp, []any{m.nameArg, fenceKey}, strconv.FormatUint(token, 10))
 	if err := l.refusedEnds(t); err != nil {
 		return 0, err
 	}

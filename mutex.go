@@ -30,9 +30,9 @@ type Mutex struct {
 	// or an int64 in an interface allocates. nameArg is the lock key (the
 	// name, or a slot's key), keyArg the key that holds a lease's token
 	// (the lock key, or an RWMutex's reader set), acqKeys and healKeys the
-	// keys of the kind's acquire and heal scripts.
-	nameArg, keyArg, fenceArg, channelArg, ttlArg any
-	acqKeys, healKeys                             []any
+	// keys of the kind's acquire and heal scripts (nil: nameArg alone).
+	nameArg, keyArg, channelArg, ttlArg any
+	acqKeys, healKeys                   []any
 }
 
 // lockKind is what a lease holds on each master, and the scripts that take,
@@ -41,6 +41,10 @@ type Mutex struct {
 // lock's reader set. Every round of every kind goes through the same round
 // engine and quorum rules; only the scripts differ.
 type lockKind struct {
+	// fast, when not nil, is the first acquire round of Lock and TryLock: a
+	// plain command with the arguments lock key, token, ttl (see
+	// Mutex.acquire).
+	fast       *op
 	acquire    *op  // keys acqKeys; argv token, ttl[, waiter id when waits]
 	heal       *lua // sets the lease's entry again where it is missing: keys healKeys; argv token, ttl
 	release    *op  // keys [keyArg]; argv token, release channel, client id
@@ -56,7 +60,7 @@ type lockKind struct {
 }
 
 // mutexKind is the plain lock: the lock key holds the holder's token.
-var mutexKind = lockKind{acquire: &acquireOp, heal: acquireScript, release: &releaseOp, cleanUp: &cleanUpOp,
+var mutexKind = lockKind{fast: &setNXOp, acquire: &acquireOp, heal: acquireScript, release: &releaseOp, cleanUp: &cleanUpOp,
 	extend: &extendOp, extendMany: extendManyScript, tokens: true}
 
 // NewMutex returns the lock called name. It checks the name and the options
@@ -79,8 +83,15 @@ func (c *Client) lockConfig(name string, opts []Option) (lockConfig, error) {
 		return lockConfig{}, ErrClosed
 	}
 	cfg := defaultLockConfig()
-	for _, o := range opts {
-		o(&cfg)
+	if len(opts) > 0 {
+		// Options take a pointer, which escapes: only a Mutex with options
+		// pays that allocation.
+		p := new(lockConfig)
+		*p = cfg
+		for _, o := range opts {
+			o(p)
+		}
+		cfg = *p
 	}
 	if err := checkName(name); err != nil {
 		return lockConfig{}, err
@@ -92,11 +103,24 @@ func (c *Client) lockConfig(name string, opts []Option) (lockConfig, error) {
 // releases on channel. name is what errors and Lease.Name call it.
 func (c *Client) newMutex(name, key, channel string, cfg lockConfig, k *lockKind) *Mutex {
 	m := &Mutex{client: c, name: name, channel: channel, lane: lane{channel, k == &readerKind}, cfg: cfg, kind: k}
-	m.nameArg, m.keyArg, m.fenceArg, m.channelArg, m.ttlArg = key, key, derivedKey(kindFence, key), channel, cfg.ttl.Milliseconds()
-	m.acqKeys = []any{m.nameArg, m.fenceArg}
-	m.healKeys = m.acqKeys
+	m.nameArg = key
+	m.keyArg, m.channelArg, m.ttlArg = m.nameArg, channel, ttlArg(cfg.ttl)
 	return m
 }
+
+// defaultTTLArg is DefaultTTL in milliseconds, boxed once.
+var defaultTTLArg any = DefaultTTL.Milliseconds()
+
+// ttlArg returns ttl in milliseconds, boxed.
+func ttlArg(ttl time.Duration) any {
+	if ttl == DefaultTTL {
+		return defaultTTLArg
+	}
+	return ttl.Milliseconds()
+}
+
+// fenceKey returns the key of the lock's fencing counter.
+func (m *Mutex) fenceKey() string { return derivedKey(kindFence, m.nameArg.(string)) }
 
 // Name returns the lock's name, which is also its Redis key.
 func (m *Mutex) Name() string { return m.name }
@@ -132,9 +156,10 @@ func (m *Mutex) Lock(ctx context.Context) (*Lease, error) {
 
 // attempt is what Client.lock tries until it gets a lease.
 type attempt interface {
-	// try makes one attempt. It returns the lease, or why not and how long
-	// to wait at most before the holder's keys expire (0 if unknown).
-	try(ctx context.Context) (*Lease, time.Duration, error)
+	// try makes one attempt; first is true for the first of a Lock call.
+	// It returns the lease, or why not and how long to wait at most before
+	// the holder's keys expire (0 if unknown).
+	try(ctx context.Context, first bool) (*Lease, time.Duration, error)
 	// giveUp undoes what the failed attempts left for others to see (a
 	// waiting writer's bar), before the caller leaves the Client's queue.
 	giveUp()
@@ -142,9 +167,9 @@ type attempt interface {
 	lockName() string
 }
 
-// try makes one acquire round (attempt).
-func (m *Mutex) try(ctx context.Context) (*Lease, time.Duration, error) {
-	return m.acquire(ctx, nil)
+// try makes one acquire round (attempt): the first one the fast way.
+func (m *Mutex) try(ctx context.Context, first bool) (*Lease, time.Duration, error) {
+	return m.acquire(ctx, nil, first)
 }
 
 func (m *Mutex) giveUp() {}
@@ -173,6 +198,7 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 	}()
 	var last error   // the reason the last complete round failed
 	waiting := false // counted in c.waiting
+	first := true    // no round made yet
 	if n.queued(l) {
 		w = n.join(l) // behind this Client's earlier waiters
 		waiting = true
@@ -198,7 +224,8 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 				return nil, notAcquired(last, ctx.Err())
 			}
 		}
-		lease, heldFor, err := a.try(ctx)
+		lease, heldFor, err := a.try(ctx, first)
+		first = false
 		if err == nil {
 			return lease, nil
 		}
@@ -267,7 +294,7 @@ func (c *Client) closedDuring(last error) error {
 // agree, ErrNoValidity when the quorum came too late, ctx.Err() when ctx
 // ended first. A failed round leaves no key of its own behind.
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) {
-	lease, _, err := m.acquire(ctx, nil)
+	lease, _, err := m.acquire(ctx, nil, true)
 	if err != nil {
 		return nil, notAcquired(err, ctx.Err())
 	}
@@ -288,6 +315,29 @@ var acquireOp = op{name: "acquire", script: acquireScript, judge: func(val any) 
 	return voteFailed, unexpected(val)
 }}
 
+// setNXOp is the first acquire round of a Mutex: plain SET key token NX PX
+// ttl, which answers OK when it set the key and nil when the key exists.
+// It costs the master a fraction of acquire.lua (no script), but tells
+// nothing about the holder: a refused first round is followed by
+// acquire.lua rounds, which answer the holder's remaining time to live and
+// fail with WRONGTYPE on a key that is no lock (plain SET NX answers such a
+// key as taken). It is sent only once every master has loaded the scripts
+// on its connection (see master.scripts).
+var setNXOp = op{name: "acquire", cmd: "SET", judge: func(val any) (vote, error) {
+	switch v := val.(type) {
+	case string:
+		if v == "OK" {
+			return voteYes, nil
+		}
+	case nil:
+		return voteNo, ErrLocked
+	}
+	return voteFailed, unexpected(val)
+}}
+
+// Arguments of SET NX PX.
+var nxArg, pxArg any = "NX", "PX"
+
 // cleanUpOp deletes the token of a failed acquire round without announcing
 // it: it frees no lock anyone was told about, and announcing it would wake
 // every waiter into the next split vote.
@@ -298,8 +348,9 @@ var noAnnounce any = ""
 
 // acquire runs one Redlock acquire round. On failure it also returns how long
 // to wait at most before the earliest holder's key expires (0 if unknown).
-// waiter is a waiting writer's id (see lockKind.waits), or nil.
-func (m *Mutex) acquire(ctx context.Context, waiter any) (*Lease, time.Duration, error) {
+// waiter is a waiting writer's id (see lockKind.waits), or nil. fast sends
+// the kind's fast command, if it has one, instead of its acquire script.
+func (m *Mutex) acquire(ctx context.Context, waiter any, fast bool) (*Lease, time.Duration, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
 	}
@@ -311,9 +362,15 @@ func (m *Mutex) acquire(ctx context.Context, waiter any) (*Lease, time.Duration,
 	defer c.active.Add(-1)
 	token := any(newToken()) // boxed once, for every round of this lease
 	var t tally
-	t.init(c, m.kind.acquire, m.name)
 	var buf [8]any
-	args := append(append(buf[:0], m.acqKeys...), token, m.ttlArg)
+	var args []any
+	if fast && m.kind.fast != nil && c.scriptsLoaded() {
+		t.init(c, m.kind.fast, m.name)
+		args = append(buf[:0], m.nameArg, token, nxArg, pxArg, m.ttlArg)
+	} else {
+		t.init(c, m.kind.acquire, m.name)
+		args = append(m.appendKeys(buf[:0], m.acqKeys), token, m.ttlArg)
+	}
 	if m.kind.waits {
 		if waiter == nil {
 			waiter = noAnnounce // TryLock: no bar for readers
@@ -355,6 +412,25 @@ func (m *Mutex) acquire(ctx context.Context, waiter any) (*Lease, time.Duration,
 		err = t.quorumError()
 	}
 	return nil, heldFor, m.acquireFailed(&t, now.Sub(t0), err)
+}
+
+// scriptsLoaded reports whether every master has loaded the scripts on its
+// current connection (see master.scripts).
+func (c *Client) scriptsLoaded() bool {
+	for _, ms := range c.masters {
+		if !ms.scripts.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// appendKeys appends keys, or the lock key when keys is nil, to args.
+func (m *Mutex) appendKeys(args, keys []any) []any {
+	if keys == nil {
+		return append(args, m.nameArg)
+	}
+	return append(args, keys...)
 }
 
 // acquireFailed reports the acquire round t that failed with err after d,

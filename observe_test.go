@@ -268,7 +268,7 @@ func TestObserverSeesLockCalls(t *testing.T) {
 }
 
 // TestObserverAllocs: an observer or a logger adds no allocation to an
-// uncontended Lock+Unlock cycle, which stays at 10 or fewer (without the
+// uncontended Lock+Unlock cycle, which stays at 6 or fewer (without the
 // race detector, which adds its own).
 func TestObserverAllocs(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
@@ -302,9 +302,12 @@ func TestObserverAllocs(t *testing.T) {
 			if tc.name == "none" {
 				base = allocs
 			}
-			assert.LessOrEqual(t, allocs, base, "%s, %d masters: more than without", tc.name, n)
+			// The race detector allocates on its own, and makes sync.Pool
+			// drop recycled rounds at random: `make test` runs this test
+			// without it too.
 			if !raceEnabled {
-				assert.LessOrEqual(t, allocs, 10.0, "%s, %d masters", tc.name, n)
+				assert.LessOrEqual(t, allocs, base, "%s, %d masters: more than without", tc.name, n)
+				assert.LessOrEqual(t, allocs, 6.0, "%s, %d masters", tc.name, n)
 			}
 		}
 	}

@@ -95,6 +95,13 @@ type master struct {
 	failures atomic.Uint64          // commands that got no usable answer
 	lastErr  atomic.Pointer[string] // the last failure's text
 
+	// scripts: the scripts were loaded on the current connection. Until
+	// they are, acquire rounds run acquire.lua rather than plain SET NX
+	// (see Mutex.acquire): a master that refuses scripts (an ACL without
+	// them) must refuse the acquisition, not grant a lock that can be
+	// neither renewed nor released.
+	scripts atomic.Bool
+
 	queue   chan *command
 	closing chan struct{}
 	wg      sync.WaitGroup // the writer, the readers, the probe
@@ -153,6 +160,9 @@ func (m *master) fail(c *command, err error) {
 		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
 			cp := *c
 			cp.reply = nil
+			// The arguments may belong to a round that is recycled once
+			// c is answered.
+			cp.args = append([]any(nil), c.args...)
 			m.deferred = append(m.deferred, &cp)
 		}
 		m.mu.Unlock()
@@ -379,6 +389,7 @@ func (m *master) connect() (*pipe, error) {
 		done: make(chan struct{}),
 	}
 	p.needLoad.Store(true)
+	m.scripts.Store(false)
 	m.wg.Add(1)
 	go p.readLoop(m)
 	return p, nil
@@ -423,7 +434,7 @@ func (p *pipe) write(m *master, batch []*command) error {
 		// replies that belong to the reader); their replies are discarded.
 		loads := make([]*command, 0, len(scriptSources)+len(batch))
 		for i, src := range scriptSources {
-			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}, reply: loadSink{p, i == 0}})
+			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}, reply: loadSink{p, m, i == 0, i == len(scriptSources)-1}})
 		}
 		batch = append(loads, batch...)
 	}
@@ -510,12 +521,13 @@ func (p *pipe) readLoop(m *master) {
 }
 
 // loadSink records whether the SCRIPT LOADs sent on p together worked: the
-// first one's reply clears the last failure, any failure is kept. Their
-// replies come before those of the commands sent after them, on the same
-// reader.
+// first one's reply clears the last failure, any failure is kept, and the
+// last one's tells the master whether its scripts are loaded. Their replies
+// come before those of the commands sent after them, on the same reader.
 type loadSink struct {
-	p     *pipe
-	first bool
+	p           *pipe
+	m           *master
+	first, last bool
 }
 
 func (s loadSink) put(r reply) {
@@ -524,6 +536,9 @@ func (s loadSink) put(r reply) {
 	}
 	if r.err != nil {
 		s.p.loadErr.Store(&r.err)
+	}
+	if s.last {
+		s.m.scripts.Store(s.p.loadErr.Load() == nil)
 	}
 }
 

@@ -218,18 +218,14 @@ func (r *renewer) healLate(w *watch, idx int, val any, err error) {
 // that reached a quorum found it missing (a master that restarted, or that
 // never got the acquire): the lease regains its full fault tolerance. It
 // cannot take a key from anyone: SET NX fails where another owner holds it.
-// It runs acquire.lua, so the fencing counter there moves as it does for an
-// acquisition.
 // mu is held, so a heal is never sent after Unlock's release.
 func (r *renewer) heal(w *watch, masters []int) {
 	if len(masters) == 0 {
 		return
 	}
-	// acquire.lua, as an acquisition on that master: SET NX, and the fencing
-	// counter incremented if it exists, so a later Token read there is above
-	// every earlier holder's token (see Lease.Token).
+	// The kind's acquire script, as an acquisition on that master.
 	m := w.m
-	args := m.kind.heal.evalsha(append(append([]any(nil), m.healKeys...), w.token, m.ttlArg)...)
+	args := m.kind.heal.evalsha(append(m.appendKeys(nil, m.healKeys), w.token, m.ttlArg)...)
 	for _, i := range masters {
 		r.c.masters[i].submit(&command{script: m.kind.heal, args: args, idx: i})
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 )
 
 // The round engine: every quorum operation of the library (acquire, its
@@ -316,16 +317,54 @@ func (t *tally) quorumError() *QuorumError {
 // and counts the replies into t until the round is decided or ctx ends (then
 // t.stopped is ctx's error).
 func (t *tally) run(ctx context.Context, args []any) {
-	replies := make(replyChan, t.n)
-	t.runOn(ctx, args, replies, replies)
+	if rd, full := t.c.getRound(t.o, args); rd != nil {
+		t.await(ctx, rd.cmds[:t.n], full, rd, rd.ch, &rd.refs)
+		rd.unref() // the owner's reference: the last reply recycles it
+		return
+	}
+	t.runOn(ctx, args, nil, nil)
 }
 
 // runOn runs the round as run does, with the replies going to sink and read
-// from replies (which sink feeds until the round is decided).
+// from replies (which sink feeds until the round is decided); sink nil is a
+// channel of its own.
 func (t *tally) runOn(ctx context.Context, args []any, sink replySink, replies replyChan) {
-	t.c.active.Add(1) // Close lets the rounds in flight finish
-	defer t.c.active.Add(-1)
-	t.c.send(t.o, args, t, sink)
+	if sink == nil {
+		replies = make(replyChan, t.n)
+		sink = replies
+	}
+	cmds, full := newCommands(t.o, args, t.n)
+	t.await(ctx, cmds, full, sink, replies, nil)
+}
+
+// await sends the round's commands, the op's with the arguments full, to
+// every master that t does not leave out (notSent), and counts the replies
+// into t until the round is decided or ctx ends. The replies go to sink,
+// tagged with the master's index, and are read from replies; a sink holds
+// one reply per master, so the pipeline never blocks on a round that
+// stopped listening. refs, if not nil, is first raised by the commands
+// sent: each reply takes one off.
+func (t *tally) await(ctx context.Context, cmds []command, full []any, sink replySink, replies replyChan, refs *atomic.Int32) {
+	c := t.c
+	c.active.Add(1) // Close lets the rounds in flight finish
+	defer c.active.Add(-1)
+	if refs != nil {
+		sent := 0
+		for i := range t.n {
+			if t.vote(i) != notSent {
+				sent++
+			}
+		}
+		refs.Add(int32(sent))
+	}
+	o := t.o
+	for i, ms := range c.masters {
+		if t.vote(i) == notSent {
+			continue
+		}
+		cmds[i] = command{script: o.script, name: o.cmd, args: full, idx: i, reply: sink, resend: o.resend}
+		ms.submit(&cmds[i])
+	}
 	for !t.decided() {
 		select {
 		case r := <-replies:
@@ -333,21 +372,6 @@ func (t *tally) runOn(ctx context.Context, args []any, sink replySink, replies r
 		case <-ctx.Done():
 			t.stopped = ctx.Err()
 		}
-	}
-}
-
-// send submits o with args to every master that t does not leave out
-// (notSent); their replies go to sink, tagged with the master's index. A
-// replyChan sink holds one reply per master, so the pipeline never blocks
-// on a round that stopped listening.
-func (c *Client) send(o *op, args []any, t *tally, replies replySink) {
-	cmds, full := c.newRound(o, args)
-	for i, ms := range c.masters {
-		if t.vote(i) == notSent {
-			continue
-		}
-		cmds[i] = command{script: o.script, name: o.cmd, args: full, idx: i, reply: replies, resend: o.resend}
-		ms.submit(&cmds[i])
 	}
 }
 
@@ -393,23 +417,68 @@ func (s *lateSink) decided(keep bool) {
 	}
 }
 
-// roundBuf holds a round's commands and their shared arguments in one
-// allocation, for up to 5 masters and 8 arguments.
-type roundBuf struct {
+// round holds what the pipeline needs of one round (its commands, their
+// shared arguments, the channel of their replies) for up to 5 masters and
+// 8 arguments, and is recycled: the hot path allocates nothing for it. It
+// is the sink of its commands' replies. refs counts the replies still to
+// come plus one for the round's owner; whoever drops the last reference
+// (the pipeline's goroutine that delivers the last reply, or the owner when
+// it is done) empties the channel and puts the round back in its pool, so
+// no command of it is ever reused while the pipeline holds it.
+type round struct {
 	cmds [5]command
 	args [8]any
+	ch   replyChan
+	refs atomic.Int32
+	pool *sync.Pool
 }
 
-// newRound returns the commands of one round (one per master, to fill in)
+// newRoundPool returns the pool of a Client's rounds, for n masters.
+func newRoundPool(n int) *sync.Pool {
+	p := new(sync.Pool)
+	p.New = func() any { return &round{ch: make(replyChan, n), pool: p} }
+	return p
+}
+
+// getRound returns a round with one reference (the caller's), and the
+// arguments of o's command for args in it; or nil when the round does not
+// fit.
+func (c *Client) getRound(o *op, args []any) (*round, []any) {
+	if len(c.masters) > len(round{}.cmds) || 2+len(args) > len(round{}.args) {
+		return nil, nil
+	}
+	rd := c.rounds.Get().(*round)
+	rd.refs.Store(1)
+	if o.script != nil {
+		return rd, o.script.appendEvalsha(rd.args[:0], args...)
+	}
+	return rd, append(rd.args[:0], args...)
+}
+
+// put receives the reply of one of the round's commands (replySink).
+func (rd *round) put(r reply) {
+	rd.ch <- r
+	rd.unref()
+}
+
+// unref drops one reference, and recycles the round after the last.
+func (rd *round) unref() {
+	if rd.refs.Add(-1) != 0 {
+		return
+	}
+	for len(rd.ch) > 0 {
+		<-rd.ch
+	}
+	rd.cmds = [5]command{}
+	rd.args = [8]any{}
+	rd.pool.Put(rd)
+}
+
+// newCommands returns the commands of one round of n masters (to fill in)
 // and the arguments of o's command for args.
-func (c *Client) newRound(o *op, args []any) ([]command, []any) {
-	n := len(c.masters)
+func newCommands(o *op, args []any, n int) ([]command, []any) {
 	if o.script == nil {
 		return make([]command, n), append([]any(nil), args...) // args stays the caller's
-	}
-	if n <= len(roundBuf{}.cmds) && 2+len(args) <= len(roundBuf{}.args) {
-		buf := new(roundBuf)
-		return buf.cmds[:n], o.script.appendEvalsha(buf.args[:0], args...)
 	}
 	return make([]command, n), o.script.evalsha(args...)
 }

@@ -75,7 +75,7 @@ func (c *Client) NewRWMutex(name string, opts ...Option) (*RWMutex, error) {
 	ch := derivedKey(kindRelease, name)
 	readers, bar := derivedKey(kindReaders, name), derivedKey(kindWriterWaits, name)
 	w := c.newMutex(name, name, ch, cfg, &writerKind)
-	w.acqKeys = []any{w.nameArg, w.fenceArg, readers, bar} // heals as a Mutex: healKeys stay name, fence
+	w.acqKeys = []any{w.nameArg, readers, bar} // heals as a Mutex: healKeys stay nil
 	r := c.newMutex(name, name, ch, cfg, &readerKind)
 	r.keyArg = readers
 	r.acqKeys = []any{readers, r.nameArg, bar}
@@ -125,8 +125,8 @@ type waitingWriter struct {
 	barred bool // a round found the lock busy, and may have set the bar
 }
 
-func (a *waitingWriter) try(ctx context.Context) (*Lease, time.Duration, error) {
-	lease, heldFor, err := a.m.acquire(ctx, a.id)
+func (a *waitingWriter) try(ctx context.Context, _ bool) (*Lease, time.Duration, error) {
+	lease, heldFor, err := a.m.acquire(ctx, a.id, false)
 	if err != nil && !errors.Is(err, ErrClosed) {
 		a.barred = true
 	}

@@ -47,7 +47,7 @@ var (
 	//go:embed scripts/inspect.lua
 	inspectSrc string
 
-	acquireScript      = newLua(2, acquireSrc)
+	acquireScript      = newLua(1, acquireSrc)
 	extendScript       = newLua(1, extendSrc)
 	releaseScript      = newLua(1, releaseSrc)
 	extendManyScript   = newLua(-1, extendManySrc) // the key count comes first in the arguments
@@ -62,7 +62,7 @@ var (
 	rwReadExtendScript = newLua(-1, rwReadExtendSrc)
 	rwReadExtendOne    = newLua(1, rwReadExtendSrc) // the same script, for one lease
 	rwReadRelease      = newLua(1, rwReadReleaseSrc)
-	rwWriteScript      = newLua(4, rwWriteSrc)
+	rwWriteScript      = newLua(3, rwWriteSrc)
 	rwWithdrawScript   = newLua(1, rwWithdrawSrc)
 	inspectScript      = newLua(2, inspectSrc)
 

@@ -99,7 +99,7 @@ func (s *Slots[T]) Acquire(ctx context.Context) (T, *Lease, error) {
 // value it leases. When none is free it returns an error matching
 // ErrNotAcquired and ErrLocked.
 func (s *Slots[T]) TryAcquire(ctx context.Context) (T, *Lease, error) {
-	lease, _, err := s.try(ctx)
+	lease, _, err := s.try(ctx, true)
 	if err != nil {
 		err = notAcquired(err, ctx.Err())
 	}
@@ -128,14 +128,14 @@ func (s *Slots[T]) result(lease *Lease, err error) (T, *Lease, error) {
 }
 
 // try makes one attempt on every slot, from a random one (attempt).
-func (s *Slots[T]) try(ctx context.Context) (*Lease, time.Duration, error) {
+func (s *Slots[T]) try(ctx context.Context, _ bool) (*Lease, time.Duration, error) {
 	n := len(s.slots)
 	first := rand.IntN(n)
 	var heldFor time.Duration
 	var failure error // the first failure other than a held slot
 	for k := range n {
 		m := s.slots[(first+k)%n]
-		lease, d, err := m.acquire(ctx, nil)
+		lease, d, err := m.acquire(ctx, nil, false)
 		if err == nil {
 			return lease, 0, nil
 		}

@@ -1,7 +1,9 @@
--- acquire.lua: take the lock on this master if nobody holds it.
+-- acquire.lua: take the lock on this master if nobody holds it. The first
+-- round of Lock and TryLock sends plain SET NX PX instead (see
+-- Mutex.acquire); this script answers the rounds after a refusal, which need
+-- the holder's time to live.
 --
 -- KEYS[1]  the lock key
--- KEYS[2]  the lock's fencing counter (see fence_read.lua)
 -- ARGV[1]  this acquisition's token (unique per acquisition)
 -- ARGV[2]  time to live in milliseconds
 --
@@ -10,14 +12,8 @@
 -- milliseconds as an integer (-1 when the holder's key has no expiry), so that
 -- waiters know how long the holder can still keep it. A lock key that holds
 -- another type than a string is no lock: the script fails with WRONGTYPE.
---
--- On success the fencing counter is incremented if it exists. (Locks that never
--- ask for a fencing token never create one.)
 local ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
 if ok then
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('INCR', KEYS[2])
-  end
   return ok
 end
 local t = redis.call('TYPE', KEYS[1])['ok']

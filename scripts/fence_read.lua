@@ -1,21 +1,22 @@
--- fence_read.lua: read the lock's fencing counter, for a holder that still
--- holds the lock on this master.
+-- fence_read.lua: increment and read the lock's fencing counter, for a
+-- holder that still holds the lock on this master.
 --
 -- KEYS[1]  the lock key
 -- KEYS[2]  the fencing counter
 -- ARGV[1]  the lease's token
 --
--- Returns the counter as a decimal string, or the integer -1 when the lock key
--- does not hold ARGV[1]. A missing counter (never used, or the master restarted
--- without persistence) starts from the server's TIME in microseconds, so a
--- restart never sends tokens backwards.
+-- Returns the counter after the increment as a decimal string, or the
+-- integer -1 when the lock key does not hold ARGV[1]. A missing counter (never
+-- used, or the master restarted without persistence) starts from the server's
+-- TIME in microseconds, so a restart never sends tokens backwards.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return -1
 end
-local c = redis.call('GET', KEYS[2])
-if not c then
-  local t = redis.call('TIME')
-  c = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('SET', KEYS[2], c)
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('INCR', KEYS[2])
+  return redis.call('GET', KEYS[2])
 end
+local t = redis.call('TIME')
+local c = t[1] .. string.format('%06d', tonumber(t[2]))
+redis.call('SET', KEYS[2], c)
 return c

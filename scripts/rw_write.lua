@@ -2,9 +2,8 @@
 -- holds it and no reader's lease is live.
 --
 -- KEYS[1]  the lock key (holds the writer's token, as acquire.lua's)
--- KEYS[2]  the lock's fencing counter (see acquire.lua)
--- KEYS[3]  the lock's reader set (see rw_read.lua)
--- KEYS[4]  the waiting-writer bar
+-- KEYS[2]  the lock's reader set (see rw_read.lua)
+-- KEYS[3]  the waiting-writer bar
 -- ARGV[1]  this acquisition's token
 -- ARGV[2]  time to live in milliseconds
 -- ARGV[3]  the id of a writer that waits (Lock), or '' (TryLock)
@@ -21,19 +20,16 @@
 -- than a string fails with WRONGTYPE.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local last = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
 if #last > 0 then
   if ARGV[3] ~= '' then
-    redis.call('SET', KEYS[4], ARGV[3], 'PX', ARGV[2])
+    redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[2])
   end
   return tonumber(last[2]) - now
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('INCR', KEYS[2])
-  end
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[3])
   return redis.status_reply('OK')
 end
 local kind = redis.call('TYPE', KEYS[1])['ok']

@@ -16,8 +16,9 @@ func chart(rs []result) string {
 	panels := []panel{
 		{"S1 uncontended, 3 masters, 32 goroutines", func(r result) bool { return r.Scenario == "S1" && r.Masters == 3 && r.Goroutines == 32 }},
 		{"S1 uncontended, 1 master, 32 goroutines", func(r result) bool { return r.Scenario == "S1" && r.Masters == 1 && r.Goroutines == 32 }},
-		{"S2 contended, 8 workers, 1 key, 1ms hold", func(r result) bool { return r.Scenario == "S2" }},
-		{"S4 1 of 3 masters paused, 32 goroutines", func(r result) bool { return r.Scenario == "S4" }},
+		{"S2 contended, 3 masters, 8 workers, 1 key, 1ms hold", func(r result) bool { return r.Scenario == "S2" && r.Masters == 3 }},
+		{"S2 contended, 1 master, 8 workers, 1 key, 1ms hold", func(r result) bool { return r.Scenario == "S2" && r.Masters == 1 }},
+		{"S4 distlock, 1 of 3 masters paused beside healthy, 32 goroutines", func(r result) bool { return r.Scenario == "S4" && r.Goroutines == 32 }},
 	}
 	const (
 		width, labelW, barW, rowH, gap = 1060, 420, 280, 18, 40
@@ -47,7 +48,10 @@ func chart(rs []result) string {
 		for _, r := range rows {
 			y += rowH
 			label := r.Library
-			if r.Scenario == "S2" {
+			if r.Reference {
+				label += " [reference]"
+			}
+			if r.Scenario == "S2" || r.Scenario == "S4" {
 				var parts []string
 				if r.Note != "" {
 					parts = append(parts, r.Note)

@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"encoding/csv"
 	"flag"
 	"fmt"
 	"log"
@@ -29,6 +28,7 @@ import (
 type result struct {
 	Scenario   string
 	Library    string
+	Reference  bool // code written for the comparison, not a library
 	Settings   string
 	Masters    int
 	Goroutines int
@@ -39,13 +39,66 @@ type result struct {
 	Overlaps   int64   // S2: acquisitions while another worker was still inside its critical section
 	Allocs     float64 // per cycle (S3)
 	Bytes      float64 // per cycle (S3)
+	ServerUS   float64 // S1: the masters' CPU time per cycle, in microseconds (INFO cpu)
 	Note       string
+	Elapsed    time.Duration
+
+	minOps, maxOps float64 // the spread of OpsPerSec over the runs (medians)
+}
+
+// printCommandStats prints, per command the server ran, the calls and the
+// microseconds per cycle of the run that made cycles cycles.
+func printCommandStats(s *distlocktest.Server, cycles float64) {
+	v, err := s.Do("INFO", "commandstats")
+	if err != nil {
+		log.Fatal(err)
+	}
+	info, _ := v.([]byte)
+	for _, line := range strings.Split(string(info), "\r\n") {
+		k, val, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(k, "cmdstat_") {
+			continue
+		}
+		var calls, usec float64
+		for _, f := range strings.Split(val, ",") {
+			fk, fv, _ := strings.Cut(f, "=")
+			switch fk {
+			case "calls":
+				calls, _ = strconv.ParseFloat(fv, 64)
+			case "usec":
+				usec, _ = strconv.ParseFloat(fv, 64)
+			}
+		}
+		log.Printf("    %-24s %6.2f calls/cycle %6.2f µs/cycle", strings.TrimPrefix(k, "cmdstat_"), calls/cycles, usec/cycles)
+	}
+}
+
+// serverCPU returns the CPU time, in seconds, that the servers used so far.
+func serverCPU(servers []*distlocktest.Server) float64 {
+	total := 0.0
+	for _, s := range servers {
+		v, err := s.Do("INFO", "cpu")
+		if err != nil {
+			log.Fatal(err)
+		}
+		info, _ := v.([]byte)
+		for _, line := range strings.Split(string(info), "\r\n") {
+			k, val, ok := strings.Cut(line, ":")
+			if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+				f, _ := strconv.ParseFloat(val, 64)
+				total += f
+			}
+		}
+	}
+	return total
 }
 
 func main() {
 	out := flag.String("out", "results", "directory for compare.md, compare.csv and compare.svg")
 	dur := flag.Duration("duration", 2*time.Second, "length of each measurement")
+	runs := flag.Int("runs", 3, "repetitions of the whole comparison; tables give the median and the spread")
 	only := flag.String("only", "", "run only these scenarios (e.g. S2,S4); writes no files")
+	cmdstats := flag.Bool("commandstats", false, "print the first master's INFO commandstats per cycle after each S1 row")
 	flag.Parse()
 	run := func(s string) bool { return *only == "" || strings.Contains(*only, s) }
 	log.SetFlags(0)
@@ -61,13 +114,33 @@ func main() {
 			_, _ = s.Do("FLUSHALL")
 		}
 	}
-	var results []result
-	add := func(r result) {
-		results = append(results, r)
-		log.Printf("%-3s %-12s masters=%d g=%-2d %10.0f/s (acq %5.0f/s) p50 %-9v p99 %-9v fail %d overlaps %d allocs %.1f %s", r.Scenario, r.Library, r.Masters, r.Goroutines,
-			r.OpsPerSec, r.AcqPerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Failures, r.Overlaps, r.Allocs, r.Note)
+	var all [][]result // per run
+	for i := range *runs {
+		log.Printf("run %d of %d", i+1, *runs)
+		var results []result
+		add := func(r result) {
+			results = append(results, r)
+			log.Printf("%-3s %-12s masters=%d g=%-2d %10.0f/s (acq %5.0f/s) p50 %-9v p99 %-9v fail %d overlaps %d allocs %.1f server %.1fµs %s", r.Scenario, r.Library, r.Masters, r.Goroutines,
+				r.OpsPerSec, r.AcqPerSec, r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.Failures, r.Overlaps, r.Allocs, r.ServerUS, r.Note)
+		}
+		measure(servers, addrs, flush, *dur, run, *cmdstats, add)
+		all = append(all, results)
 	}
 
+	if *only != "" {
+		fmt.Print(markdown(all))
+		return
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		log.Fatal(err)
+	}
+	write(filepath.Join(*out, "compare.md"), markdown(all))
+	writeCSV(filepath.Join(*out, "compare.csv"), all)
+	write(filepath.Join(*out, "compare.svg"), chart(medians(all)))
+}
+
+// measure runs every scenario once and reports each row to add.
+func measure(servers []*distlocktest.Server, addrs []string, flush func(), dur time.Duration, run func(string) bool, cmdstats bool, add func(result)) {
 	// S1: uncontended cycles, each goroutine on its own keys.
 	for _, n := range []int{1, 3, 5} {
 		if !run("S1") {
@@ -75,7 +148,7 @@ func main() {
 		}
 		for _, g := range []int{1, 32} {
 			for _, lib := range libraries {
-				if n > lib.maxMasters {
+				if n > lib.maxMasters || !lib.s1 {
 					continue
 				}
 				flush()
@@ -83,42 +156,50 @@ func main() {
 				if err != nil {
 					log.Fatal(err)
 				}
-				r := uncontended(l, g, *dur)
+				for _, s := range servers[:n] {
+					_, _ = s.Do("CONFIG", "RESETSTAT")
+				}
+				cpu0 := serverCPU(servers[:n])
+				r := uncontended(l, g, dur)
+				r.ServerUS = (serverCPU(servers[:n]) - cpu0) * 1e6 / (r.OpsPerSec * r.Elapsed.Seconds())
 				l.close()
-				r.Scenario, r.Library, r.Settings, r.Masters = "S1", lib.name, lib.settings(false), n
+				r.Scenario, r.Library, r.Reference, r.Settings, r.Masters = "S1", lib.name, lib.reference, lib.settings(false), n
 				add(r)
+				if cmdstats {
+					printCommandStats(servers[0], r.OpsPerSec*r.Elapsed.Seconds())
+				}
 			}
 		}
 	}
 
 	// S2: 8 workers on one key, each holding it for 1ms.
-	for _, lib := range libraries {
+	for _, n := range []int{1, 3} {
 		if !run("S2") {
 			break
 		}
-		for _, aggressive := range []bool{false, true} {
-			if lib.name == "raw" && !aggressive || lib.name == "rueidislock" && aggressive {
-				continue // one setting only
+		for _, lib := range libraries {
+			if n > lib.maxMasters {
+				continue
 			}
-			n := min(3, lib.maxMasters)
-			flush()
-			r := contended(func() (locker, error) { return lib.build(addrs[:n], aggressive) }, *dur, false)
-			r.Scenario, r.Library, r.Settings, r.Masters = "S2", lib.name, lib.settings(aggressive), n
-			if aggressive {
-				r.Note = "aggressive"
-			} else {
+			for _, aggressive := range lib.s2 {
+				flush()
+				r := contended(func() (locker, error) { return lib.build(addrs[:n], aggressive) }, dur, false)
+				r.Scenario, r.Library, r.Reference, r.Settings, r.Masters = "S2", lib.name, lib.reference, lib.settings(aggressive), n
 				r.Note = "defaults"
+				if aggressive {
+					r.Note = "aggressive"
+				}
+				r.Note += ", one client per worker"
+				add(r)
 			}
-			if lib.name == "distlock" {
-				r.Note += ", one Client per worker"
-			}
-			add(r)
 		}
-	}
-	if run("S2") {
 		flush()
-		r := contended(func() (locker, error) { return newDistlock(addrs[:3], false) }, *dur, true)
-		r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S2", "distlock", libraries[0].settings(false), 3, "defaults, one shared Client (FIFO)"
+		r := contended(func() (locker, error) { return newDistlock(addrs[:n], false) }, dur, true)
+		r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S2", "distlock", libraries[0].settings(false), n, "defaults, one shared Client"
+		add(r)
+		flush()
+		r = contended(func() (locker, error) { return newNotifyRef(addrs[:n]) }, dur, true)
+		r.Scenario, r.Library, r.Reference, r.Settings, r.Masters, r.Note = "S2", "notify", true, libraries[2].settings(false), n, "defaults, one shared client"
 		add(r)
 	}
 
@@ -128,43 +209,63 @@ func main() {
 			break
 		}
 		for _, lib := range libraries {
-			if n > lib.maxMasters {
+			if n > lib.maxMasters || !lib.s1 {
 				continue
 			}
-			flush()
-			l, err := lib.build(addrs[:n], false)
-			if err != nil {
-				log.Fatal(err)
+			reuses := []bool{false}
+			if lib.name == "distlock" {
+				reuses = []bool{false, true}
 			}
-			allocs, bytes := allocations(l)
-			l.close()
-			add(result{Scenario: "S3", Library: lib.name, Settings: lib.settings(false), Masters: n, Goroutines: 1, Allocs: allocs, Bytes: bytes})
+			for _, reuse := range reuses {
+				flush()
+				l, err := lib.build(addrs[:n], false)
+				if err != nil {
+					log.Fatal(err)
+				}
+				note := ""
+				if dl, ok := l.(*distlockLocker); ok {
+					dl.reuse = reuse
+					note = "a Mutex made per call"
+					if reuse {
+						note = "one Mutex, reused"
+					}
+				}
+				allocs, bytes := allocations(l)
+				l.close()
+				add(result{Scenario: "S3", Library: lib.name, Reference: lib.reference, Settings: lib.settings(false), Masters: n, Goroutines: 1, Allocs: allocs, Bytes: bytes, Note: note})
+			}
 		}
 	}
 
-	// S4: one of 3 masters paused (SIGSTOP), 32 goroutines uncontended.
-	for _, lib := range libraries {
+	// S4: one of 3 masters paused (SIGSTOP), uncontended, beside a healthy
+	// run of the same client.
+	for _, g := range []int{1, 32} {
 		if !run("S4") {
 			break
 		}
-		if lib.maxMasters < 3 {
-			continue
+		for _, paused := range []bool{false, true} {
+			flush()
+			l, err := newDistlock(addrs[:3], false)
+			if err != nil {
+				log.Fatal(err)
+			}
+			note := "healthy"
+			if paused {
+				note = "1 of 3 paused"
+				if err := servers[2].Pause(); err != nil {
+					log.Fatal(err)
+				}
+			}
+			r := uncontended(l, g, dur)
+			if paused {
+				if err := servers[2].Resume(); err != nil {
+					log.Fatal(err)
+				}
+			}
+			l.close()
+			r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S4", "distlock", libraries[0].settings(false), 3, note
+			add(r)
 		}
-		flush()
-		l, err := lib.build(addrs[:3], false)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if err := servers[2].Pause(); err != nil {
-			log.Fatal(err)
-		}
-		r := uncontended(l, 32, *dur)
-		if err := servers[2].Resume(); err != nil {
-			log.Fatal(err)
-		}
-		l.close()
-		r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S4", lib.name, lib.settings(false), 3, "1 of 3 paused"
-		add(r)
 	}
 
 	// S5: distlock's primitives beside its plain Mutex, 3 masters.
@@ -178,22 +279,12 @@ func main() {
 			if err != nil {
 				log.Fatal(err)
 			}
-			r := uncontended(l, g, *dur)
+			r := uncontended(l, g, dur)
 			l.close()
 			r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S5", "distlock "+p.name, "defaults", 3, p.note
 			add(r)
 		}
 	}
-
-	if *only != "" {
-		return
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		log.Fatal(err)
-	}
-	write(filepath.Join(*out, "compare.md"), markdown(results))
-	writeCSV(filepath.Join(*out, "compare.csv"), results)
-	write(filepath.Join(*out, "compare.svg"), chart(results))
 }
 
 // uncontended runs lock/unlock cycles from g goroutines, each on its own
@@ -237,7 +328,7 @@ func uncontended(l locker, g int, d time.Duration) result {
 	wg.Wait()
 	elapsed := time.Since(start)
 	p50, p99 := percentiles(lat)
-	return result{Goroutines: g, OpsPerSec: float64(ops.Load()) / elapsed.Seconds(), P50: p50, P99: p99, Failures: failures.Load()}
+	return result{Goroutines: g, OpsPerSec: float64(ops.Load()) / elapsed.Seconds(), P50: p50, P99: p99, Failures: failures.Load(), Elapsed: elapsed}
 }
 
 // contended runs 8 workers on one key; each holds it for 1ms. shared makes
@@ -349,56 +440,6 @@ func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 }
 
 func ms(d time.Duration) string { return strconv.FormatFloat(float64(d)/1e6, 'f', 2, 64) }
-
-func markdown(rs []result) string {
-	var b strings.Builder
-	b.WriteString("S1/S4: uncontended lock+unlock cycles/s and cycle latency. S2: handoffs/s (acquisitions by a worker other than the last holder), ")
-	b.WriteString("all acquisitions/s, and the wait for the lock. S3: heap allocations and bytes per uncontended cycle. ")
-	b.WriteString("S5: distlock's Semaphore, RWMutex reads and writes beside its Mutex, cycles/s.\n\n")
-	b.WriteString("| scenario | library | masters | goroutines | ops/s | acq/s | p50 ms | p99 ms | failed | overlaps | allocs/op | B/op | note |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, r := range rs {
-		ops, acq, p50, p99, allocs, bytes := fmt.Sprintf("%.0f", r.OpsPerSec), "", ms(r.P50), ms(r.P99), "", ""
-		if r.Scenario == "S2" {
-			acq = fmt.Sprintf("%.0f", r.AcqPerSec)
-		}
-		if r.Scenario == "S3" {
-			ops, p50, p99 = "", "", ""
-			allocs, bytes = fmt.Sprintf("%.1f", r.Allocs), fmt.Sprintf("%.0f", r.Bytes)
-		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %s | %s | %s | %d | %d | %s | %s | %s |\n",
-			r.Scenario, r.Library, r.Masters, r.Goroutines, ops, acq, p50, p99, r.Failures, r.Overlaps, allocs, bytes, r.Note)
-	}
-	b.WriteString("\nSettings:\n\n")
-	seen := map[string]bool{}
-	for _, r := range rs {
-		k := r.Library + ": " + r.Settings
-		if !seen[k] {
-			seen[k] = true
-			fmt.Fprintf(&b, "- %s\n", k)
-		}
-	}
-	return b.String()
-}
-
-func writeCSV(path string, rs []result) {
-	f, err := os.Create(path)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer f.Close()
-	w := csv.NewWriter(f)
-	_ = w.Write([]string{"scenario", "library", "settings", "masters", "goroutines", "ops_per_s", "acquisitions_per_s", "p50_ms", "p99_ms", "failures", "overlaps", "allocs_per_op", "bytes_per_op", "note"})
-	for _, r := range rs {
-		_ = w.Write([]string{r.Scenario, r.Library, r.Settings, strconv.Itoa(r.Masters), strconv.Itoa(r.Goroutines),
-			fmt.Sprintf("%.1f", r.OpsPerSec), fmt.Sprintf("%.1f", r.AcqPerSec), ms(r.P50), ms(r.P99), strconv.FormatInt(r.Failures, 10), strconv.FormatInt(r.Overlaps, 10),
-			fmt.Sprintf("%.1f", r.Allocs), fmt.Sprintf("%.0f", r.Bytes), r.Note})
-	}
-	w.Flush()
-	if err := w.Error(); err != nil {
-		log.Fatal(err)
-	}
-}
 
 func write(path, s string) {
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
