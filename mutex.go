@@ -193,7 +193,7 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 			a.giveUp()
 		}
 		if w != nil {
-			n.leave(l, w)
+			n.leave(l, w, lease != nil)
 		}
 	}()
 	var last error   // the reason the last complete round failed
@@ -213,6 +213,18 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 				return nil, notAcquired(last, ctx.Err())
 			case <-c.done:
 				return nil, c.closedDuring(last)
+			}
+			if w.afterLocal {
+				// The waiter before us took the lock: its release here
+				// wakes us (or the fallback delay ends), instead of a round
+				// the masters are sure to refuse.
+				w.afterLocal = false
+				if !c.wait(ctx, w, DefaultRetryInitial) {
+					if c.closed.Load() {
+						return nil, c.closedDuring(last)
+					}
+					return nil, notAcquired(last, ctx.Err())
+				}
 			}
 		}
 		if w == nil {
@@ -292,7 +304,10 @@ func (c *Client) closedDuring(last error) error {
 // matches ErrNotAcquired and the reason: ErrLocked when another owner holds
 // the lock on a master, a *QuorumError naming every master that did not
 // agree, ErrNoValidity when the quorum came too late, ctx.Err() when ctx
-// ended first. A failed round leaves no key of its own behind.
+// ended first. A failed round leaves no key of its own behind. Once the
+// masters have the scripts, the round is a plain SET NX PX (see setNXOp),
+// which reports a lock key of another type than a string as ErrLocked;
+// Lock's later rounds fail on it with WRONGTYPE (ErrPermanent).
 func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) {
 	lease, _, err := m.acquire(ctx, nil, true)
 	if err != nil {

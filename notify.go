@@ -52,6 +52,9 @@ type waiter struct {
 	head  chan struct{} // closed when the waiter reaches the head
 	wake  chan bool     // a release: true when announced by a master, false when by this Client; buffered 1
 	since time.Time
+	// afterLocal: the waiter before it left the queue holding the lock, so
+	// the lock is taken here; set before head is closed.
+	afterLocal bool
 }
 
 func newNotifier(c *Client) *notifier {
@@ -140,8 +143,9 @@ func (n *notifier) join(l lane) *waiter {
 	return w
 }
 
-// leave takes w out of l's queue; the next waiter becomes the head.
-func (n *notifier) leave(l lane, w *waiter) {
+// leave takes w out of l's queue; the next waiter becomes the head, told
+// whether w leaves holding the lock (acquired).
+func (n *notifier) leave(l lane, w *waiter, acquired bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	q := n.queues[l]
@@ -154,6 +158,7 @@ func (n *notifier) leave(l lane, w *waiter) {
 		}
 		q.waiters = append(q.waiters[:i], q.waiters[i+1:]...)
 		if i == 0 && len(q.waiters) > 0 {
+			q.waiters[0].afterLocal = acquired
 			close(q.waiters[0].head)
 		}
 		break
@@ -285,12 +290,13 @@ func (n *notifier) size() int {
 }
 
 // spread is the pause a woken waiter takes before it retries: random, and
-// shorter the longer it has waited, so that across processes the waiters
-// of one lock do not all hit the masters at once and the oldest tend to
-// go first.
+// shorter the longer it has waited (up to 2ms for a waiter that just came,
+// 0.5ms after 10ms of waiting, 0.125ms after 30ms), so that across
+// processes the waiters of one lock do not all hit the masters at once and
+// the oldest tend to go first.
 func (n *notifier) spread(w *waiter) time.Duration {
-	waited := n.c.clock.Since(w.since)
-	limit := time.Millisecond * 10 / (10 + time.Duration(waited/time.Millisecond))
+	waited := time.Duration(n.c.clock.Since(w.since) / time.Millisecond)
+	limit := 2 * time.Millisecond * 100 / ((10 + waited) * (10 + waited))
 	if limit <= 0 {
 		return 0
 	}

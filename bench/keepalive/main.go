@@ -6,7 +6,7 @@
 // and for a naive renewer (a goroutine and a ticker per lease, one request
 // per pooled connection), in the same run on the same servers.
 //
-//	go run ./keepalive -leases 1000,10000,50000 -window 30s
+//	go run ./keepalive -leases 1000,10000,50000,100000 -window 30s
 package main
 
 import (
@@ -33,7 +33,8 @@ import (
 const ttl = 2 * time.Second
 
 func main() {
-	leasesFlag := flag.String("leases", "1000,10000,50000", "comma-separated numbers of leases")
+	leasesFlag := flag.String("leases", "1000,10000,50000,100000", "comma-separated numbers of leases")
+	naiveMax := flag.Int("naive-max", 50000, "run the naive renewer only up to this many leases (it loses every lease at 50000 already)")
 	window := flag.Duration("window", 30*time.Second, "how long to hold the leases")
 	only := flag.String("only", "", "run only this renewer (distlock or naive)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
@@ -67,7 +68,7 @@ func main() {
 			name string
 			run  func([]string, int, time.Duration, func(), func()) int
 		}{{"distlock", runDistlock}, {"naive", runNaive}} {
-			if *only != "" && *only != impl.name {
+			if *only != "" && *only != impl.name || impl.name == "naive" && n > *naiveMax {
 				continue
 			}
 			flush(servers)
