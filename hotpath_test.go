@@ -196,3 +196,35 @@ func TestKeptReleaseOutlivesRecycledRounds(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []byte("another-owner"), v, "another owner's key untouched")
 }
+
+// TestFastPathWithAMasterDown: a master suspected down does not keep the
+// others off plain SET NX PX: it answers no round anyway, and loads the
+// scripts on its new connection when it is back.
+func TestFastPathWithAMasterDown(t *testing.T) {
+	servers, c := cluster(t, 3, distlock.WithMasterTimeout(300*time.Millisecond))
+	ctx := context.Background()
+	require.NoError(t, servers[2].Pause())
+	t.Cleanup(func() { _ = servers[2].Resume() })
+	require.Eventually(t, func() bool {
+		lease, err := newMutex(t, c, lockName(t)).Lock(ctx)
+		if err == nil {
+			_ = lease.Unlock(ctx)
+		}
+		return c.Stats().Up == 2
+	}, 10*time.Second, 50*time.Millisecond, "master 2 is suspected down")
+	for _, s := range servers[:2] {
+		_, err := s.Do("CONFIG", "RESETSTAT")
+		require.NoError(t, err)
+	}
+	const cycles = 10
+	for range cycles {
+		lease, err := newMutex(t, c, lockName(t)).Lock(ctx)
+		require.NoError(t, err)
+		require.NoError(t, lease.Unlock(ctx))
+	}
+	for i, s := range servers[:2] {
+		calls := commandCalls(t, s)
+		assert.Equal(t, int64(cycles), calls["set"], "master %d: one SET per acquisition", i)
+		assert.Equal(t, int64(cycles), calls["evalsha"], "master %d: one script call per release", i)
+	}
+}

@@ -36,6 +36,11 @@ type Lease struct {
 	wd    watch  // its storage: one allocation less per lease
 
 	acquired time.Time // the start of the acquire round
+	// touched: bit i is set when master i may hold the lease's key (its
+	// acquire was sent there, or the watchdog healed it there); the release
+	// goes to those masters only. Written before the lease is watched and
+	// under the renewer's mutex; read by Unlock after the renewer let go.
+	touched uint64
 
 	mu       sync.Mutex // guards the fields below
 	until    time.Time
@@ -102,9 +107,9 @@ func (e *ending) end(err error) bool {
 }
 
 // newLease returns a held lease and hands it to the Client's watchdog, or
-// nil if the Client was closed meanwhile.
-func newLease(m *Mutex, token any, until time.Time) *Lease {
-	l := &Lease{mutex: m, token: token, until: until, acquired: until.Add(m.cfg.drift() - m.cfg.ttl)}
+// nil if the Client was closed meanwhile. touched: see Lease.touched.
+func newLease(m *Mutex, token any, until time.Time, touched uint64) *Lease {
+	l := &Lease{mutex: m, token: token, until: until, acquired: until.Add(m.cfg.drift() - m.cfg.ttl), touched: touched}
 	if !m.client.renewer.add(l) {
 		return nil
 	}
@@ -244,7 +249,7 @@ func (l *Lease) unlock(ctx context.Context, minHold bool) error {
 			// A failed MultiMutex call gives back what it took even if
 			// Close released it first under the minimum hold: delete the
 			// keys still holding our token.
-			_ = l.mutex.release(ctx, l.token, nil)
+			_ = l.mutex.release(ctx, l.token, nil, everyMaster)
 		}
 		return fmt.Errorf("%w: %q: already unlocked", ErrNotHeld, l.mutex.name)
 	}
@@ -262,7 +267,7 @@ func (l *Lease) unlock(ctx context.Context, minHold bool) error {
 	if minHold && (lostErr == nil || errors.Is(lostErr, ErrClosed)) {
 		keep = l.keep() // a lease lost (other than by Close) keeps nothing
 	}
-	err := l.mutex.release(ctx, l.token, keep)
+	err := l.mutex.release(ctx, l.token, keep, l.touched)
 	switch {
 	case lostErr != nil && err == nil:
 		return fmt.Errorf("%w: %w", ErrNotHeld, lostErr)
@@ -287,12 +292,15 @@ func (l *Lease) keep() any {
 }
 
 // release runs one release round for token (see Lease.Unlock for the
-// results). keep, when not nil, is how many milliseconds the keys stay
-// (WithMinHold) instead of being deleted.
-func (m *Mutex) release(ctx context.Context, token, keep any) error {
+// results) on the masters in touched (see Lease.touched): the others never
+// got the key, so they count as having answered that it is gone. keep, when
+// not nil, is how many milliseconds the keys stay (WithMinHold) instead of
+// being deleted.
+func (m *Mutex) release(ctx context.Context, token, keep any, touched uint64) error {
 	c := m.client
 	var t tally
 	t.init(c, m.kind.release, m.name)
+	t.leaveOut(touched, errMissing)
 	var t0 time.Time
 	if c.obs.on {
 		t0 = c.clock.Now()

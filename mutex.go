@@ -399,7 +399,7 @@ func (m *Mutex) acquire(ctx context.Context, waiter any, fast bool) (*Lease, tim
 	until := t0.Add(m.cfg.ttl - m.cfg.drift())
 	now := c.clock.Now()
 	if t.stopped == nil && t.won() && now.Before(until) {
-		if l := newLease(m, token, until); l != nil {
+		if l := newLease(m, token, until, t.touched()); l != nil {
 			if c.obs.on {
 				c.obs.report(roundEvent(EventAcquire, &t, now.Sub(t0), nil))
 			}
@@ -430,10 +430,13 @@ func (m *Mutex) acquire(ctx context.Context, waiter any, fast bool) (*Lease, tim
 }
 
 // scriptsLoaded reports whether every master has loaded the scripts on its
-// current connection (see master.scripts).
+// current connection (see master.scripts), leaving out the masters
+// suspected down: they answer no round until they answer probes again, and
+// a master that comes back loads the scripts on its new connection before
+// the rounds sent on it.
 func (c *Client) scriptsLoaded() bool {
 	for _, ms := range c.masters {
-		if !ms.scripts.Load() {
+		if !ms.scripts.Load() && ms.downErr() == nil {
 			return false
 		}
 	}

@@ -14,13 +14,21 @@ import (
 // most of the time, before any notice arrives.
 const handoffYield = 2 * time.Millisecond
 
+// subscribeLinger is how long a lock's release channel stays subscribed
+// after its last waiter left: a Client that waits for the same lock again
+// soon (a worker in a loop) is subscribed already, and misses no release
+// while a new subscription is on its way. Real time: it is housekeeping of
+// the subscriber connections, not lock time.
+const subscribeLinger = time.Second
+
 // notifier turns release announcements into wake-ups for the Client's Lock
 // calls that wait. It keeps one subscriber connection per master (started
 // when the first Lock has to wait) and, per lock (by its release channel), a
 // FIFO of the Client's waiters: only the head of the queue contends on the
 // masters; the others wait their turn, so a release does not send them all
 // at once. It keeps nothing for a lock nobody waits on: a queue goes when
-// its last waiter leaves, and a yield when it expires.
+// its last waiter leaves, its subscription subscribeLinger later, and a
+// yield when it expires.
 type notifier struct {
 	c  *Client
 	id string // the Client's id: announcements of its own releases are skipped
@@ -32,6 +40,9 @@ type notifier struct {
 	yields    map[string]time.Time   // set by an Unlock that was announced to others
 	nextSweep time.Time              // when expired yields are next swept
 	closed    bool
+	lingering map[lane]time.Time // lanes without waiters still subscribed, until when
+	linger    *time.Timer        // ends the lingering subscriptions that expired; nil when not armed
+	lingerWG  sync.WaitGroup     // the linger timer's callback, for close
 }
 
 // lane is one queue of a Client's waiters on a release channel: an
@@ -59,7 +70,7 @@ type waiter struct {
 
 func newNotifier(c *Client) *notifier {
 	return &notifier{c: c, id: c.idArg.(string), queues: make(map[lane]*waitQueue), yields: make(map[string]time.Time),
-		listeners: make(map[string][]*listener)}
+		listeners: make(map[string][]*listener), lingering: make(map[lane]time.Time)}
 }
 
 // listener is one typed-layer subscription to a channel.
@@ -136,11 +147,48 @@ func (n *notifier) join(l lane) *waiter {
 	q.waiters = append(q.waiters, w)
 	if len(q.waiters) == 1 {
 		close(w.head)
-		for _, p := range n.subs {
-			p.add(l.ch)
+		if _, ok := n.lingering[l]; ok {
+			delete(n.lingering, l) // still subscribed
+		} else {
+			for _, p := range n.subs {
+				p.add(l.ch)
+			}
 		}
 	}
 	return w
+}
+
+// unlinger ends the lingering subscriptions that expired, and re-arms for
+// the others (the linger timer's callback).
+func (n *notifier) unlinger() {
+	defer n.lingerWG.Done()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.linger = nil
+	if n.closed {
+		return
+	}
+	now := time.Now()
+	for l, until := range n.lingering {
+		if !now.Before(until) {
+			delete(n.lingering, l)
+			for _, p := range n.subs {
+				p.remove(l.ch)
+			}
+		}
+	}
+	if len(n.lingering) > 0 {
+		n.armLinger()
+	}
+}
+
+// armLinger arms the linger timer if it is not armed. mu is held.
+func (n *notifier) armLinger() {
+	if n.linger != nil || n.closed {
+		return
+	}
+	n.lingerWG.Add(1)
+	n.linger = time.AfterFunc(subscribeLinger/4, n.unlinger)
 }
 
 // leave takes w out of l's queue; the next waiter becomes the head, told
@@ -165,9 +213,8 @@ func (n *notifier) leave(l lane, w *waiter, acquired bool) {
 	}
 	if len(q.waiters) == 0 {
 		if !n.closed {
-			for _, p := range n.subs {
-				p.remove(l.ch)
-			}
+			n.lingering[l] = time.Now().Add(subscribeLinger)
+			n.armLinger()
 		}
 		delete(n.queues, l)
 	}
@@ -286,7 +333,7 @@ func (n *notifier) size() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.sweep(n.c.clock.Now())
-	return len(n.queues) + len(n.yields) + len(n.listeners)
+	return len(n.queues) + len(n.yields) + len(n.listeners) + len(n.lingering)
 }
 
 // spread is the pause a woken waiter takes before it retries: random, and
@@ -308,7 +355,12 @@ func (n *notifier) close() {
 	n.mu.Lock()
 	n.closed = true
 	subs := n.subs
+	if n.linger != nil && n.linger.Stop() {
+		n.lingerWG.Done() // its callback will not run
+	}
+	n.linger = nil
 	n.mu.Unlock()
+	n.lingerWG.Wait()
 	for _, p := range subs {
 		p.close()
 	}

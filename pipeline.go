@@ -90,10 +90,10 @@ type master struct {
 	obs         *observer // the Client's
 
 	// Counters for Client.Stats.
-	flushes  atomic.Uint64          // batches written with one flush
-	replies  atomic.Uint64          // replies received
-	failures atomic.Uint64          // commands that got no usable answer
-	lastErr  atomic.Pointer[string] // the last failure's text
+	flushes  atomic.Uint64         // batches written with one flush
+	replies  atomic.Uint64         // replies received
+	failures atomic.Uint64         // commands that got no usable answer
+	lastErr  atomic.Pointer[error] // the last failure
 
 	// scripts: the scripts were loaded on the current connection. Until
 	// they are, acquire rounds run acquire.lua rather than plain SET NX
@@ -109,6 +109,7 @@ type master struct {
 	mu       sync.RWMutex // guards the fields below; submit holds it shared
 	closed   bool
 	down     error     // non-nil while suspected down
+	notSent  error     // notSentError{down}, boxed once: what submit answers while down
 	downAt   time.Time // when it was suspected
 	deferred []*command
 }
@@ -137,9 +138,10 @@ func (m *master) submit(c *command) {
 		c.deliver(nil, ErrClosed)
 		return
 	}
-	if down := m.down; down != nil {
+	if m.down != nil {
+		notSent := m.notSent
 		m.mu.RUnlock()
-		m.fail(c, notSentError{down})
+		m.fail(c, notSent)
 		return
 	}
 	select {
@@ -173,8 +175,9 @@ func (m *master) fail(c *command, err error) {
 // failed counts a command that got no usable answer, for Stats.
 func (m *master) failed(err error) {
 	m.failures.Add(1)
-	msg := err.Error()
-	m.lastErr.Store(&msg)
+	if last := m.lastErr.Load(); last == nil || *last != err { // a master down fails every command alike
+		m.lastErr.Store(&err)
+	}
 }
 
 // markDown records that the master failed and starts the probe that
@@ -187,6 +190,7 @@ func (m *master) markDown(err error) {
 	}
 	wasUp := m.down == nil
 	m.down = fmt.Errorf("%w: %w", ErrMasterDown, classifyErr(err))
+	m.notSent = notSentError{m.down}
 	if wasUp {
 		m.downAt = time.Now()
 		m.wg.Add(1)
@@ -235,7 +239,7 @@ func (m *master) readmit() {
 		m.mu.Unlock()
 		return
 	}
-	m.down = nil
+	m.down, m.notSent = nil, nil
 	deferred := m.deferred
 	m.deferred = nil
 	if m.obs.on {

@@ -227,6 +227,7 @@ func (r *renewer) heal(w *watch, masters []int) {
 	m := w.m
 	args := m.kind.heal.evalsha(append(m.appendKeys(nil, m.healKeys), w.token, m.ttlArg)...)
 	for _, i := range masters {
+		w.lease.touched |= masterBit(i)
 		r.c.masters[i].submit(&command{script: m.kind.heal, args: args, idx: i})
 	}
 }

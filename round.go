@@ -166,6 +166,51 @@ func (t *tally) add(idx int, val any, err error) {
 	t.errs[idx] = err
 }
 
+// everyMaster is the mask of every master (see masterBit).
+const everyMaster = ^uint64(0)
+
+// masterBit is master i's bit in a mask of masters; masters 63 and up
+// share the last bit.
+func masterBit(i int) uint64 { return 1 << min(i, 63) }
+
+// touched returns the masters where the round's command may have taken
+// effect: every master but those that answered no or that it was not sent
+// to.
+func (t *tally) touched() uint64 {
+	mask := everyMaster
+	for i := range min(t.n, 63) {
+		if t.vote(i) == voteNo || t.vote(i) == notSent || errors.Is(t.errOf(i), errNotSent) {
+			mask &^= masterBit(i)
+		}
+	}
+	return mask
+}
+
+// leaveOut counts the masters not in mask as having answered no with
+// reason, before the round: it is not sent to them.
+func (t *tally) leaveOut(mask uint64, reason error) {
+	if mask == everyMaster {
+		return
+	}
+	for i := range t.n {
+		if mask&masterBit(i) == 0 && t.vote(i) == pending {
+			t.setVote(i, voteNo)
+			t.no++
+			if t.errs == nil {
+				t.errs = make([]error, t.n)
+			}
+			t.errs[i] = reason
+		}
+	}
+}
+
+// sends reports whether the round is sent to master i: it has not voted
+// before the round, or is sent without being waited for.
+func (t *tally) sends(i int) bool {
+	v := t.vote(i)
+	return v == pending || v == notAwaited
+}
+
 // errOf returns why master i did not agree, or nil.
 func (t *tally) errOf(i int) error {
 	if t.errs == nil {
@@ -338,7 +383,7 @@ func (t *tally) runOn(ctx context.Context, args []any, sink replySink, replies r
 }
 
 // await sends the round's commands, the op's with the arguments full, to
-// every master that t does not leave out (notSent), and counts the replies
+// every master that t sends it to (see sends), and counts the replies
 // into t until the round is decided or ctx ends. The replies go to sink,
 // tagged with the master's index, and are read from replies; a sink holds
 // one reply per master, so the pipeline never blocks on a round that
@@ -351,7 +396,7 @@ func (t *tally) await(ctx context.Context, cmds []command, full []any, sink repl
 	if refs != nil {
 		sent := 0
 		for i := range t.n {
-			if t.vote(i) != notSent {
+			if t.sends(i) {
 				sent++
 			}
 		}
@@ -359,7 +404,7 @@ func (t *tally) await(ctx context.Context, cmds []command, full []any, sink repl
 	}
 	o := t.o
 	for i, ms := range c.masters {
-		if t.vote(i) == notSent {
+		if !t.sends(i) {
 			continue
 		}
 		cmds[i] = command{script: o.script, name: o.cmd, args: full, idx: i, reply: sink, resend: o.resend}

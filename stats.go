@@ -59,7 +59,7 @@ func (c *Client) Stats() Stats {
 		ms.RoundTrips, ms.Replies, ms.Failures = m.flushes.Load(), m.replies.Load(), m.failures.Load()
 		ms.Queued = len(m.queue)
 		if e := m.lastErr.Load(); e != nil {
-			ms.LastError = *e
+			ms.LastError = (*e).Error()
 		}
 		m.mu.RLock()
 		down, closed := m.down, m.closed

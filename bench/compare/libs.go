@@ -43,7 +43,20 @@ type library struct {
 	build      func(addrs []string, aggressive bool) (locker, error)
 }
 
-var libraries = []library{
+// libraries are the rows the run measures (-libs filters allLibraries).
+var libraries = allLibraries
+
+// settingsOf returns the settings of the library called name.
+func settingsOf(name string, aggressive bool) string {
+	for _, lib := range allLibraries {
+		if lib.name == name {
+			return lib.settings(aggressive)
+		}
+	}
+	return ""
+}
+
+var allLibraries = []library{
 	{
 		name: "distlock", maxMasters: 5, s1: true, s2: []bool{false},
 		settings: func(aggressive bool) string {

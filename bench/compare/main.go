@@ -98,9 +98,19 @@ func main() {
 	dur := flag.Duration("duration", 2*time.Second, "length of each measurement")
 	runs := flag.Int("runs", 3, "repetitions of the whole comparison; tables give the median and the spread")
 	only := flag.String("only", "", "run only these scenarios (e.g. S2,S4); writes no files")
+	libsFlag := flag.String("libs", "", "run only these libraries and references (e.g. distlock,redislock)")
 	cmdstats := flag.Bool("commandstats", false, "print the first master's INFO commandstats per cycle after each S1 row")
 	flag.Parse()
 	run := func(s string) bool { return *only == "" || strings.Contains(*only, s) }
+	if *libsFlag != "" {
+		var keep []library
+		for _, lib := range allLibraries {
+			if slices.Contains(strings.Split(*libsFlag, ","), lib.name) {
+				keep = append(keep, lib)
+			}
+		}
+		libraries = keep
+	}
 	log.SetFlags(0)
 
 	servers, err := distlocktest.StartServers(5)
@@ -195,11 +205,11 @@ func measure(servers []*distlocktest.Server, addrs []string, flush func(), dur t
 		}
 		flush()
 		r := contended(func() (locker, error) { return newDistlock(addrs[:n], false) }, dur, true)
-		r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S2", "distlock", libraries[0].settings(false), n, "defaults, one shared Client"
+		r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S2", "distlock", settingsOf("distlock", false), n, "defaults, one shared Client"
 		add(r)
 		flush()
 		r = contended(func() (locker, error) { return newNotifyRef(addrs[:n]) }, dur, true)
-		r.Scenario, r.Library, r.Reference, r.Settings, r.Masters, r.Note = "S2", "notify", true, libraries[2].settings(false), n, "defaults, one shared client"
+		r.Scenario, r.Library, r.Reference, r.Settings, r.Masters, r.Note = "S2", "notify", true, settingsOf("notify", false), n, "defaults, one shared client"
 		add(r)
 	}
 
@@ -256,14 +266,14 @@ func measure(servers []*distlocktest.Server, addrs []string, flush func(), dur t
 					log.Fatal(err)
 				}
 			}
-			r := uncontended(l, g, dur)
+			r := uncontended(l, g, 2*dur) // the noisiest rows: twice as long
 			if paused {
 				if err := servers[2].Resume(); err != nil {
 					log.Fatal(err)
 				}
 			}
 			l.close()
-			r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S4", "distlock", libraries[0].settings(false), 3, note
+			r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S4", "distlock", settingsOf("distlock", false), 3, note
 			add(r)
 		}
 	}
