@@ -165,6 +165,9 @@ type attempt interface {
 	giveUp()
 	// lockName is the name of what is being locked, for events.
 	lockName() string
+	// exclusive: a lease it returns keeps the next waiter out (a Mutex or
+	// an RWMutex's writer; not a reader, not a slot of Slots).
+	exclusive() bool
 }
 
 // try makes one acquire round (attempt): the first one the fast way.
@@ -175,6 +178,8 @@ func (m *Mutex) try(ctx context.Context, first bool) (*Lease, time.Duration, err
 func (m *Mutex) giveUp() {}
 
 func (m *Mutex) lockName() string { return m.name }
+
+func (m *Mutex) exclusive() bool { return m.kind != &readerKind }
 
 // lock is Lock's loop for any attempt a that waits in the Client's queue l
 // (for the releases announced on l.ch), with cfg's retry policy (see
@@ -193,7 +198,7 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 			a.giveUp()
 		}
 		if w != nil {
-			n.leave(l, w, lease != nil)
+			n.leave(l, w, lease != nil && a.exclusive())
 		}
 	}()
 	var last error   // the reason the last complete round failed

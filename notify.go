@@ -63,8 +63,9 @@ type waiter struct {
 	head  chan struct{} // closed when the waiter reaches the head
 	wake  chan bool     // a release: true when announced by a master, false when by this Client; buffered 1
 	since time.Time
-	// afterLocal: the waiter before it left the queue holding the lock, so
-	// the lock is taken here; set before head is closed.
+	// afterLocal: the waiter before it left the queue holding the lock, and
+	// that lease excludes this one (see attempt.exclusive); set before head
+	// is closed.
 	afterLocal bool
 }
 

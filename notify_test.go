@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/benbjohnson/clock"
 	"github.com/cenkalti/backoff/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -201,4 +203,69 @@ func TestLocalFIFO(t *testing.T) {
 	perAcquisition := float64(sets) / (workers * rounds)
 	t.Logf("%.2f acquire attempts per acquisition (%d workers)", perAcquisition, workers)
 	assert.Less(t, perAcquisition, 3.0, "only the head of the queue contends")
+}
+
+// TestHeadBehindLocalHolderWaits: a waiter that reaches the head of the
+// Client's queue while the waiter before it holds the lock sends no round
+// until that holder releases (the Client's clock is a mock that never
+// moves, so no fallback delay ends either); the release hands it the lock.
+func TestHeadBehindLocalHolderWaits(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	var rounds atomic.Int64
+	c := newClient(t, distlocktest.Addrs(servers), distlock.WithClock(clock.NewMock()),
+		distlock.WithObserver(func(e distlock.Event) {
+			if e.Kind == distlock.EventAcquire {
+				rounds.Add(1)
+			}
+		}))
+	ctx := context.Background()
+	m := newMutex(t, c, lockName(t))
+	first, err := m.Lock(ctx)
+	require.NoError(t, err)
+	type result struct {
+		lease *distlock.Lease
+		err   error
+	}
+	second, third := make(chan result, 1), make(chan result, 1)
+	go func() { l, err := m.Lock(ctx); second <- result{l, err} }()
+	require.Eventually(t, func() bool { return c.Stats().Waiting == 1 }, 5*time.Second, time.Millisecond)
+	go func() { l, err := m.Lock(ctx); third <- result{l, err} }()
+	require.Eventually(t, func() bool { return c.Stats().Waiting == 2 }, 5*time.Second, time.Millisecond)
+
+	require.NoError(t, first.Unlock(ctx))
+	r := recv(t, second, "the second Lock")
+	require.NoError(t, r.err)
+	silent(t, third, 300*time.Millisecond, "the third Lock while the second holds")
+	// Events are delivered on the observer's goroutine: give it a moment.
+	time.Sleep(100 * time.Millisecond)
+	// The first Lock: one round. The second: refused twice (the first
+	// round, and the one right after it subscribed), then one when the
+	// first released. The third: none yet.
+	assert.Equal(t, int64(4), rounds.Load(), "no acquire round while the local holder holds")
+
+	require.NoError(t, r.lease.Unlock(ctx))
+	r = recv(t, third, "the third Lock")
+	require.NoError(t, r.err)
+	require.NoError(t, r.lease.Unlock(ctx))
+}
+
+// TestReleaseChannelLingers: a lock's release channel stays subscribed for
+// about a second after its last waiter left, then is unsubscribed.
+func TestReleaseChannelLingers(t *testing.T) {
+	servers, c := cluster(t, 1)
+	holder := newClient(t, distlocktest.Addrs(servers))
+	name := lockName(t)
+	lease, err := newMutex(t, holder, name).Lock(context.Background())
+	require.NoError(t, err)
+	got := lockAsync(context.Background(), newMutex(t, c, name))
+	waitSubscribed(t, servers, name)
+	require.NoError(t, lease.Unlock(context.Background()))
+	require.NoError(t, recv(t, got, "the waiter"))
+	left := time.Now()
+	channel := distlock.KeyOf("release", name)
+	assert.Equal(t, int64(1), numsub(t, servers[0], channel), "still subscribed just after the waiter left")
+	require.Eventually(t, func() bool { return numsub(t, servers[0], channel) == 0 }, 5*time.Second, 10*time.Millisecond,
+		"unsubscribed after the linger")
+	assert.GreaterOrEqual(t, time.Since(left), 900*time.Millisecond, "not before about a second")
+	assert.Eventually(t, func() bool { return distlock.NotifierSize(c) == 0 }, 2*time.Second, 10*time.Millisecond)
 }

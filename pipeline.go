@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -112,6 +113,11 @@ type master struct {
 	notSent  error     // notSentError{down}, boxed once: what submit answers while down
 	downAt   time.Time // when it was suspected
 	deferred []*command
+	// late: releases (resend commands) submitted after close began, such
+	// as one the reader re-sends after NOSCRIPT while the writer drains;
+	// close sends them on a connection of its own once the pipeline
+	// stopped.
+	late []*command
 }
 
 func newMaster(addr string, pool Pool, cfg *clientConfig, obs *observer) *master {
@@ -135,6 +141,9 @@ func (m *master) submit(c *command) {
 	m.mu.RLock()
 	if m.closed {
 		m.mu.RUnlock()
+		if c.resend {
+			m.keepLate(c)
+		}
 		c.deliver(nil, ErrClosed)
 		return
 	}
@@ -151,6 +160,64 @@ func (m *master) submit(c *command) {
 		m.mu.RUnlock()
 		c.deliver(nil, errQueueFull)
 	}
+}
+
+// keepLate keeps a copy of c, submitted after close began, for close to
+// send (see master.late).
+func (m *master) keepLate(c *command) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.late) < maxDeferred {
+		cp := *c
+		cp.reply = nil
+		cp.args = append([]any(nil), c.args...) // c's round may be recycled
+		m.late = append(m.late, &cp)
+	}
+}
+
+// sendLate sends the late releases (see master.late) one by one on a
+// connection of their own, each bounded by the master timeout, loading a
+// script the server does not have; it gives up at the first failure of
+// the connection.
+func (m *master) sendLate() {
+	m.mu.Lock()
+	late := m.late
+	m.late = nil
+	m.mu.Unlock()
+	if len(late) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), m.dialTimeout)
+	defer cancel()
+	conn, err := m.pool.GetContext(ctx)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	for _, c := range late {
+		_, err := doWithTimeout(conn, m.timeout, c)
+		if err != nil && isNoScript(err) && c.script != nil {
+			if err = c.script.Load(conn); err == nil {
+				_, err = doWithTimeout(conn, m.timeout, c)
+			}
+		}
+		if err != nil && !isReplyError(err) {
+			return // the connection failed
+		}
+	}
+}
+
+// doWithTimeout runs c on conn, bounded by timeout when the connection
+// supports it.
+func doWithTimeout(conn redis.Conn, timeout time.Duration, c *command) (any, error) {
+	name := c.name
+	if c.script != nil {
+		name = "EVALSHA"
+	}
+	if cwt, ok := conn.(redis.ConnWithTimeout); ok {
+		return cwt.DoWithTimeout(timeout, name, c.args...)
+	}
+	return conn.Do(name, c.args...)
 }
 
 // fail answers c with err and, if c may be re-sent, keeps a copy to send
@@ -175,9 +242,16 @@ func (m *master) fail(c *command, err error) {
 // failed counts a command that got no usable answer, for Stats.
 func (m *master) failed(err error) {
 	m.failures.Add(1)
-	if last := m.lastErr.Load(); last == nil || *last != err { // a master down fails every command alike
+	if last := m.lastErr.Load(); last == nil || !sameErr(*last, err) { // a master down fails every command alike
 		m.lastErr.Store(&err)
 	}
+}
+
+// sameErr reports whether a and b are the same comparable error value
+// (never panicking on an error type that cannot be compared).
+func sameErr(a, b error) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Comparable() && a == b
 }
 
 // markDown records that the master failed and starts the probe that
@@ -189,6 +263,7 @@ func (m *master) markDown(err error) {
 		return
 	}
 	wasUp := m.down == nil
+	m.scripts.Store(false) // until loaded on the next connection
 	m.down = fmt.Errorf("%w: %w", ErrMasterDown, classifyErr(err))
 	m.notSent = notSentError{m.down}
 	if wasUp {
@@ -293,11 +368,16 @@ func (m *master) close() {
 	for {
 		select {
 		case c := <-m.queue:
+			if c.resend {
+				m.keepLate(c)
+			}
 			c.deliver(nil, ErrClosed)
+			continue
 		default:
-			return
 		}
+		break
 	}
+	m.sendLate()
 }
 
 // writeLoop takes what is queued, writes it on the connection with one

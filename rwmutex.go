@@ -135,6 +135,8 @@ func (a *waitingWriter) try(ctx context.Context, _ bool) (*Lease, time.Duration,
 
 func (a *waitingWriter) lockName() string { return a.m.name }
 
+func (a *waitingWriter) exclusive() bool { return true }
+
 // giveUp lifts the bar that the writer may have set, when its Lock gave up,
 // and wakes this Client's waiting readers. It goes to every master and waits
 // for answers from a quorum at most (bounded by the master timeout); a

@@ -380,3 +380,56 @@ func TestRWMutexGiveUpKeepsDeadline(t *testing.T) {
 	assert.Less(t, time.Since(start), 1500*time.Millisecond, "Lock overran its deadline")
 	require.NoError(t, r.Unlock(context.Background()))
 }
+
+// TestQueuedReadersShareAtOnce: readers queued in one Client behind a
+// writer all get the lock right after the writer's release: a reader that
+// reaches the head behind a reader that got its lease does not wait for a
+// release (read leases do not exclude each other).
+func TestQueuedReadersShareAtOnce(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	addrs := distlocktest.Addrs(servers)
+	writerC, readerC := newClient(t, addrs), newClient(t, addrs)
+	name := lockName(t)
+	wrw, err := writerC.NewRWMutex(name)
+	require.NoError(t, err)
+	wl, err := wrw.TryLock(context.Background())
+	require.NoError(t, err)
+
+	rrw, err := readerC.NewRWMutex(name, distlock.WithRetry(slowRetry))
+	require.NoError(t, err)
+	const readers = 8
+	got := make(chan time.Time, readers)
+	errs := make(chan error, readers)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range readers {
+		go func() {
+			l, err := rrw.RLock(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			got <- time.Now()
+			<-ctx.Done()
+			_ = l.Unlock(context.Background())
+		}()
+	}
+	waitSubscribed(t, servers, name)
+	time.Sleep(300 * time.Millisecond) // every reader queued
+	released := time.Now()
+	require.NoError(t, wl.Unlock(context.Background()))
+	var last time.Time
+	for i := range readers {
+		select {
+		case at := <-got:
+			last = at
+		case err := <-errs:
+			t.Fatalf("RLock: %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("only %d readers got the lock", i)
+		}
+	}
+	t.Logf("all %d readers held the lock %v after the writer's release", readers, last.Sub(released))
+	assert.Less(t, last.Sub(released), 40*time.Millisecond, "readers share the lock: none should wait for another's release")
+	cancel()
+}

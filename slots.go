@@ -158,3 +158,6 @@ func (s *Slots[T]) try(ctx context.Context, _ bool) (*Lease, time.Duration, erro
 func (s *Slots[T]) giveUp() {}
 
 func (s *Slots[T]) lockName() string { return s.name }
+
+// exclusive: the next waiter may take another slot.
+func (s *Slots[T]) exclusive() bool { return false }

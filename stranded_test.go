@@ -268,3 +268,28 @@ func TestCloseEndsEveryKind(t *testing.T) {
 		assert.Empty(t, keys, "keys left")
 	}
 }
+
+// TestReleaseAfterScriptFlushSurvivesClose: a release that a master
+// answers with NOSCRIPT (its scripts were flushed) is sent again once the
+// scripts are loaded, even when the answer comes after Close began: Close
+// sends it on a connection of its own, so no key is left.
+func TestReleaseAfterScriptFlushSurvivesClose(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
+	ctx := context.Background()
+	warm, err := newMutex(t, c, lockName(t)).Lock(ctx) // connects and loads the scripts
+	require.NoError(t, err)
+	require.NoError(t, warm.Unlock(ctx))
+	proxies[2].SetLatency(200 * time.Millisecond)
+	for _, s := range servers {
+		_, err := s.Do("SCRIPT", "FLUSH")
+		require.NoError(t, err)
+	}
+	name := lockName(t)
+	lease, err := newMutex(t, c, name).TryLock(ctx)
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(ctx), "released on the two fast masters")
+	require.NoError(t, c.Close())
+	for i, s := range servers {
+		assert.Zero(t, dbsize(t, s), "master %d: a key left", i)
+	}
+}
