@@ -17,8 +17,10 @@ test: redis
 bench: redis
 	go test -run '^$$' -bench . -benchmem .
 
-# distlock side by side with redsync, bsm/redislock, rueidislock and the raw
-# bound, on the same redis-servers; writes bench/results/compare.{md,csv,svg}.
+# distlock side by side with redsync, bsm/redislock, rueidislock and three
+# reference clients (the pipelined limit, the notification limit, a naive
+# client), 3 runs, on the same redis-servers; writes
+# bench/results/compare.{md,csv,svg}.
 bench-compare: redis
 	cd bench && go run ./compare -out results
 

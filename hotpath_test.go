@@ -228,3 +228,31 @@ func TestFastPathWithAMasterDown(t *testing.T) {
 		assert.Equal(t, int64(cycles), calls["evalsha"], "master %d: one script call per release", i)
 	}
 }
+
+// TestUnlockSkipsMastersWithoutTheKey: a lease acquired while a master was
+// down is released only where its acquire was sent: the master, back up,
+// gets no release and keeps none, and Unlock succeeds.
+func TestUnlockSkipsMastersWithoutTheKey(t *testing.T) {
+	servers, c := cluster(t, 3, distlock.WithMasterTimeout(300*time.Millisecond))
+	ctx := context.Background()
+	require.NoError(t, servers[2].Pause())
+	require.Eventually(t, func() bool {
+		lease, err := newMutex(t, c, lockName(t)).TryLock(ctx)
+		if err == nil {
+			_ = lease.Unlock(ctx)
+		}
+		return c.Stats().Up == 2
+	}, 10*time.Second, 50*time.Millisecond, "master 2 is suspected down")
+	name := lockName(t)
+	lease, err := newMutex(t, c, name).TryLock(ctx)
+	require.NoError(t, err)
+	require.NoError(t, servers[2].Resume())
+	require.Eventually(t, func() bool { return c.Stats().Up == 3 && c.Stats().Masters[2].Deferred == 0 }, 10*time.Second, 10*time.Millisecond,
+		"master 2 answers again, and got the releases kept for it")
+	_, err = servers[2].Do("CONFIG", "RESETSTAT")
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(ctx))
+	assert.Zero(t, commandCalls(t, servers[2])["evalsha"], "no release sent to master 2")
+	assert.Zero(t, c.Stats().Masters[2].Deferred)
+	assert.Equal(t, 0, holders(t, servers, name))
+}

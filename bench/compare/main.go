@@ -1,7 +1,9 @@
 // Command compare measures distlock side by side with other Go lock
-// libraries and the raw Redlock round-trip bound, in one run, against the
-// same redis-server processes it starts itself. It writes a markdown table,
-// a CSV and an SVG chart.
+// libraries and three reference clients written for the comparison (the
+// pipelined limit, the limit when waiting, a naive client), against the
+// same redis-server processes it starts itself. It repeats every row -runs
+// times and writes the ratios that matter (median and spread over the
+// runs), every row (medians), a CSV of every run and an SVG chart.
 //
 //	go run ./compare -out results
 package main
