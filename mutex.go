@@ -323,17 +323,21 @@ func (m *Mutex) TryLock(ctx context.Context) (*Lease, error) {
 
 // acquireOp: acquire.lua answers OK when it set the key, or the holder's
 // remaining PTTL when the key is taken.
-var acquireOp = op{name: "acquire", script: acquireScript, judge: func(val any) (vote, error) {
+var acquireOp = op{name: "acquire", script: acquireScript, judge: judgeAcquire}
+
+// judgeAcquire counts OK as yes, and a PTTL (acquire.lua) or nil (SET NX)
+// as taken by another owner.
+func judgeAcquire(val any) (vote, error) {
 	switch v := val.(type) {
 	case string:
 		if v == "OK" {
 			return voteYes, nil
 		}
-	case int64:
+	case int64, nil:
 		return voteNo, ErrLocked
 	}
 	return voteFailed, unexpected(val)
-}}
+}
 
 // setNXOp is the first acquire round of a Mutex: plain SET key token NX PX
 // ttl, which answers OK when it set the key and nil when the key exists.
@@ -343,17 +347,7 @@ var acquireOp = op{name: "acquire", script: acquireScript, judge: func(val any) 
 // fail with WRONGTYPE on a key that is no lock (plain SET NX answers such a
 // key as taken). It is sent only once every master has loaded the scripts
 // on its connection (see master.scripts).
-var setNXOp = op{name: "acquire", cmd: "SET", judge: func(val any) (vote, error) {
-	switch v := val.(type) {
-	case string:
-		if v == "OK" {
-			return voteYes, nil
-		}
-	case nil:
-		return voteNo, ErrLocked
-	}
-	return voteFailed, unexpected(val)
-}}
+var setNXOp = op{name: "acquire", cmd: "SET", judge: judgeAcquire}
 
 // Arguments of SET NX PX.
 var nxArg, pxArg any = "NX", "PX"

@@ -44,8 +44,8 @@ var readerKind = lockKind{acquire: &readAcquireOp, heal: rwReadScript, release: 
 var (
 	// writeAcquireOp and readAcquireOp answer as acquireOp: OK when taken,
 	// else how long it stays busy.
-	writeAcquireOp = op{name: "acquire", script: rwWriteScript, judge: acquireOp.judge}
-	readAcquireOp  = op{name: "acquire", script: rwReadScript, judge: acquireOp.judge}
+	writeAcquireOp = op{name: "acquire", script: rwWriteScript, judge: judgeAcquire}
+	readAcquireOp  = op{name: "acquire", script: rwReadScript, judge: judgeAcquire}
 	// readReleaseOp answers as releaseOp (never -1).
 	readReleaseOp = op{name: "release", script: rwReadRelease, gone: true, resend: true, judge: releaseOp.judge}
 	readCleanUpOp = op{name: "release", script: rwReadRelease, all: true, resend: true, judge: releaseOp.judge}
