@@ -228,7 +228,9 @@ var releaseOp = op{name: "release", script: releaseScript, gone: true, resend: t
 // keys that could not be deleted expire with their TTL, and a master that
 // was down gets the release again when it answers). Except after a first
 // Unlock, the release goes out in every case, even if ctx is already done;
-// ctx bounds only the wait for answers.
+// ctx bounds only the wait for answers. It goes to the masters the lease's
+// key may be on (those its acquire was sent to, and those the watchdog
+// healed); the others count as having answered that the key is gone.
 func (l *Lease) Unlock(ctx context.Context) error {
 	return l.unlock(ctx, true)
 }
