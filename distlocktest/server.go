@@ -20,10 +20,11 @@ import (
 // Server is one redis-server process on a loopback port. Its methods are
 // safe for concurrent use.
 type Server struct {
-	bin   string
-	dir   string
-	port  int
-	extra []string // more redis-server arguments
+	bin     string
+	dir     string
+	port    int
+	tlsPort int      // the TLS port, or 0 (see NewTLSServer)
+	extra   []string // more redis-server arguments
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
