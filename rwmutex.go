@@ -60,7 +60,15 @@ var (
 	// withdrawOp lifts a waiting writer's bar on every master that has it.
 	// It does not wait for a master that is slow to answer (a master that
 	// is down gets it when it answers again).
-	withdrawOp = op{name: "withdraw", script: rwWithdrawScript, gone: true, resend: true, judge: judgeDone(errMissing, errOtherOwner)}
+	// Both answers mean our bar is no longer there (1: lifted now, 0: gone
+	// or another writer's), so the round ends as soon as a quorum answered,
+	// without waiting for a silent master.
+	withdrawOp = op{name: "withdraw", script: rwWithdrawScript, gone: true, resend: true, judge: func(val any) (vote, error) {
+		if v, ok := val.(int64); ok && (v == 0 || v == 1) {
+			return voteYes, nil
+		}
+		return voteFailed, unexpected(val)
+	}}
 )
 
 // NewRWMutex returns the read-write lock called name (the names allowed are
@@ -150,7 +158,7 @@ func (a *waitingWriter) giveUp() {
 	c := m.client
 	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 	defer cancel()
-	if t := m.run(ctx, m.kind.withdraw, derivedKey(kindWriterWaits, m.name), id, m.channelArg, c.idArg); t.yes > 0 {
+	if t := m.run(ctx, m.kind.withdraw, derivedKey(kindWriterWaits, m.name), id, m.channelArg, c.idArg); t.hi == 1 {
 		c.notifier.released(m.channel) // wake this Client's readers: the announcement skips them
 	}
 }
