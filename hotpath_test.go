@@ -34,6 +34,20 @@ func commandCalls(t testing.TB, s *distlocktest.Server) map[string]int64 {
 	return calls
 }
 
+// warmUp connects c to every master and waits until each has loaded the
+// scripts: Inspect waits for every master's answer, which comes after the
+// script loads sent first on its connection.
+func warmUp(t *testing.T, c *distlock.Client) {
+	t.Helper()
+	ctx := context.Background()
+	name := lockName(t)
+	lease, err := newMutex(t, c, name).Lock(ctx)
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(ctx))
+	_, err = c.Inspect(ctx, name)
+	require.NoError(t, err)
+}
+
 // TestUncontendedCycleCommands: once the masters have the scripts, an
 // uncontended Lock and Unlock cost each master one plain SET NX PX and one
 // script call (the release), and nothing touches the fencing counter; a
@@ -42,9 +56,7 @@ func commandCalls(t testing.TB, s *distlocktest.Server) map[string]int64 {
 func TestUncontendedCycleCommands(t *testing.T) {
 	servers, c := cluster(t, 3)
 	ctx := context.Background()
-	warm, err := newMutex(t, c, lockName(t)).Lock(ctx) // connects and loads the scripts
-	require.NoError(t, err)
-	require.NoError(t, warm.Unlock(ctx))
+	warmUp(t, c)
 	for _, s := range servers {
 		_, err := s.Do("CONFIG", "RESETSTAT")
 		require.NoError(t, err)
@@ -96,16 +108,14 @@ func TestUncontendedCycleCommands(t *testing.T) {
 func TestTryLockOnKeyOfAnotherType(t *testing.T) {
 	servers, c := cluster(t, 3)
 	ctx := context.Background()
-	warm, err := newMutex(t, c, lockName(t)).Lock(ctx)
-	require.NoError(t, err)
-	require.NoError(t, warm.Unlock(ctx))
+	warmUp(t, c)
 	name := lockName(t)
 	for _, s := range servers {
 		_, err := s.Do("LPUSH", name, "not a lock")
 		require.NoError(t, err)
 	}
 	m := newMutex(t, c, name)
-	_, err = m.TryLock(ctx)
+	_, err := m.TryLock(ctx)
 	assert.ErrorIs(t, err, distlock.ErrLocked)
 	_, err = m.Lock(ctx)
 	assert.ErrorIs(t, err, distlock.ErrPermanent)
@@ -147,7 +157,8 @@ func TestAllocationsPerCycle(t *testing.T) {
 				t.Error(err)
 			}
 		}
-		withReused() // connect, load the scripts
+		warmUp(t, c)
+		withReused()
 		a := testing.AllocsPerRun(300, withReused)
 		b := testing.AllocsPerRun(300, perCall)
 		t.Logf("%d masters: %.1f allocations per cycle with a reused Mutex, %.1f with one per call (race detector: %v)", n, a, b, raceEnabled)

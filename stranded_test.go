@@ -276,9 +276,7 @@ func TestCloseEndsEveryKind(t *testing.T) {
 func TestReleaseAfterScriptFlushSurvivesClose(t *testing.T) {
 	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
 	ctx := context.Background()
-	warm, err := newMutex(t, c, lockName(t)).Lock(ctx) // connects and loads the scripts
-	require.NoError(t, err)
-	require.NoError(t, warm.Unlock(ctx))
+	warmUp(t, c)
 	proxies[2].SetLatency(200 * time.Millisecond)
 	for _, s := range servers {
 		_, err := s.Do("SCRIPT", "FLUSH")
