@@ -138,7 +138,37 @@ func (a *waitingWriter) try(ctx context.Context, _ bool) (*Lease, time.Duration,
 	if err != nil && !errors.Is(err, ErrClosed) {
 		a.barred = true
 	}
+	if err == nil && a.barred {
+		// The winning round lifted the bar where it took the lock; a
+		// master that refused it (a reader's release still on its way)
+		// set the bar again. Lift it there too, without waiting: readers
+		// are kept out by the writer's key on a quorum now.
+		a.withdraw(nil)
+	}
 	return lease, heldFor, err
+}
+
+// withdraw lifts the writer's bar on every master and, if t is nil, does
+// not wait for any answer; otherwise it counts the answers into t, waiting
+// at most the master timeout.
+func (a *waitingWriter) withdraw(t *tally) {
+	m, c := a.m, a.m.client
+	wait := t != nil
+	if !wait {
+		t = new(tally)
+	}
+	t.init(c, m.kind.withdraw, m.name)
+	ctx := context.Background()
+	if wait {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+	} else {
+		for i := range t.n {
+			t.setVote(i, notAwaited)
+		}
+	}
+	t.run(ctx, []any{derivedKey(kindWriterWaits, m.name), a.id, m.channelArg, c.idArg})
 }
 
 func (a *waitingWriter) lockName() string { return a.m.name }
@@ -154,11 +184,9 @@ func (a *waitingWriter) giveUp() {
 	if !a.barred {
 		return
 	}
-	m, id := a.m, a.id
-	c := m.client
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	if t := m.run(ctx, m.kind.withdraw, derivedKey(kindWriterWaits, m.name), id, m.channelArg, c.idArg); t.hi == 1 {
-		c.notifier.released(m.channel) // wake this Client's readers: the announcement skips them
+	var t tally
+	a.withdraw(&t)
+	if t.hi == 1 {
+		a.m.client.notifier.released(a.m.channel) // wake this Client's readers: the announcement skips them
 	}
 }
