@@ -159,8 +159,11 @@ func TestAllocationsPerCycle(t *testing.T) {
 		}
 		warmUp(t, c)
 		withReused()
-		a := testing.AllocsPerRun(300, withReused)
-		b := testing.AllocsPerRun(300, perCall)
+		// The least of three measures (see TestObserverAllocs).
+		a, b := testing.AllocsPerRun(300, withReused), testing.AllocsPerRun(300, perCall)
+		for range 2 {
+			a, b = min(a, testing.AllocsPerRun(300, withReused)), min(b, testing.AllocsPerRun(300, perCall))
+		}
 		t.Logf("%d masters: %.1f allocations per cycle with a reused Mutex, %.1f with one per call (race detector: %v)", n, a, b, raceEnabled)
 		if !raceEnabled {
 			assert.LessOrEqual(t, a, 6.0, "%d masters, reused Mutex", n)
