@@ -225,20 +225,14 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 				// the masters are sure to refuse.
 				w.afterLocal = false
 				if !c.wait(ctx, w, DefaultRetryInitial) {
-					if c.closed.Load() {
-						return nil, c.closedDuring(last)
-					}
-					return nil, notAcquired(last, ctx.Err())
+					return nil, c.waitEnded(ctx, last)
 				}
 			}
 		}
 		if w == nil {
 			// Just released here while others elsewhere were told: let them in.
 			if d := n.yieldFor(l.ch); d > 0 && !c.wait(ctx, nil, d) {
-				if c.closed.Load() {
-					return nil, c.closedDuring(last)
-				}
-				return nil, notAcquired(last, ctx.Err())
+				return nil, c.waitEnded(ctx, last)
 			}
 		}
 		lease, heldFor, err := a.try(ctx, first)
@@ -287,12 +281,18 @@ func (c *Client) lock(ctx context.Context, a attempt, l lane, cfg *lockConfig) (
 			c.obs.report(Event{Kind: EventRetry, Name: a.lockName(), Masters: len(c.masters), Duration: d, Err: err})
 		}
 		if !c.wait(ctx, w, d) {
-			if c.closed.Load() {
-				return nil, c.closedDuring(err)
-			}
-			return nil, notAcquired(err, ctx.Err())
+			return nil, c.waitEnded(ctx, err)
 		}
 	}
+}
+
+// waitEnded is the error of a Lock whose wait ended because Close began or
+// ctx ended; last is why the last attempt failed (nil if none).
+func (c *Client) waitEnded(ctx context.Context, last error) error {
+	if c.closed.Load() {
+		return c.closedDuring(last)
+	}
+	return notAcquired(last, ctx.Err())
 }
 
 // closedDuring is the error of a Lock that Close ended while it waited;

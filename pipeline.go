@@ -69,10 +69,25 @@ type replyChan chan reply
 func (ch replyChan) put(r reply) { ch <- r }
 
 func (c *command) send(conn redis.Conn) error {
+	return conn.Send(c.cmdName(), c.args...)
+}
+
+// cmdName is the Redis command c sends.
+func (c *command) cmdName() string {
 	if c.script != nil {
-		return conn.Send("EVALSHA", c.args...)
+		return "EVALSHA"
 	}
-	return conn.Send(c.name, c.args...)
+	return c.name
+}
+
+// detached returns a copy of c to send again later: nobody waits for its
+// reply, and its arguments are its own (c's may belong to a round that is
+// recycled once c is answered).
+func (c *command) detached() *command {
+	cp := *c
+	cp.reply = nil
+	cp.args = append([]any(nil), c.args...)
+	return &cp
 }
 
 func (c *command) deliver(val any, err error) {
@@ -168,10 +183,7 @@ func (m *master) keepLate(c *command) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.late) < maxDeferred {
-		cp := *c
-		cp.reply = nil
-		cp.args = append([]any(nil), c.args...) // c's round may be recycled
-		m.late = append(m.late, &cp)
+		m.late = append(m.late, c.detached())
 	}
 }
 
@@ -195,29 +207,16 @@ func (m *master) sendLate() {
 	}
 	defer conn.Close()
 	for _, c := range late {
-		_, err := doWithTimeout(conn, m.timeout, c)
+		_, err := receiveOrDo(conn, m.timeout, c.cmdName(), c.args...)
 		if err != nil && isNoScript(err) && c.script != nil {
 			if err = c.script.Load(conn); err == nil {
-				_, err = doWithTimeout(conn, m.timeout, c)
+				_, err = receiveOrDo(conn, m.timeout, c.cmdName(), c.args...)
 			}
 		}
 		if err != nil && !isReplyError(err) {
 			return // the connection failed
 		}
 	}
-}
-
-// doWithTimeout runs c on conn, bounded by timeout when the connection
-// supports it.
-func doWithTimeout(conn redis.Conn, timeout time.Duration, c *command) (any, error) {
-	name := c.name
-	if c.script != nil {
-		name = "EVALSHA"
-	}
-	if cwt, ok := conn.(redis.ConnWithTimeout); ok {
-		return cwt.DoWithTimeout(timeout, name, c.args...)
-	}
-	return conn.Do(name, c.args...)
 }
 
 // fail answers c with err and, if c may be re-sent, keeps a copy to send
@@ -227,12 +226,7 @@ func (m *master) fail(c *command, err error) {
 	if c.resend {
 		m.mu.Lock()
 		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
-			cp := *c
-			cp.reply = nil
-			// The arguments may belong to a round that is recycled once
-			// c is answered.
-			cp.args = append([]any(nil), c.args...)
-			m.deferred = append(m.deferred, &cp)
+			m.deferred = append(m.deferred, c.detached())
 		}
 		m.mu.Unlock()
 	}
@@ -635,15 +629,15 @@ func isReplyError(err error) bool {
 
 // receiveOrDo receives one reply (cmd == "") or runs cmd, bounded by timeout
 // when the connection supports it.
-func receiveOrDo(conn redis.Conn, timeout time.Duration, cmd string) (any, error) {
+func receiveOrDo(conn redis.Conn, timeout time.Duration, cmd string, args ...any) (any, error) {
 	if cwt, ok := conn.(redis.ConnWithTimeout); ok {
 		if cmd == "" {
 			return cwt.ReceiveWithTimeout(timeout)
 		}
-		return cwt.DoWithTimeout(timeout, cmd)
+		return cwt.DoWithTimeout(timeout, cmd, args...)
 	}
 	if cmd == "" {
 		return conn.Receive()
 	}
-	return conn.Do(cmd)
+	return conn.Do(cmd, args...)
 }

@@ -143,32 +143,28 @@ func (a *waitingWriter) try(ctx context.Context, _ bool) (*Lease, time.Duration,
 		// master that refused it (a reader's release still on its way)
 		// set the bar again. Lift it there too, without waiting: readers
 		// are kept out by the writer's key on a quorum now.
-		a.withdraw(nil)
+		a.withdraw(false)
 	}
 	return lease, heldFor, err
 }
 
-// withdraw lifts the writer's bar on every master and, if t is nil, does
-// not wait for any answer; otherwise it counts the answers into t, waiting
-// at most the master timeout.
-func (a *waitingWriter) withdraw(t *tally) {
+// withdraw lifts the writer's bar on every master. With wait, it waits for
+// the answers of a quorum at most (bounded by the master timeout) and
+// reports whether a master lifted it; otherwise it waits for no answer and
+// reports false.
+func (a *waitingWriter) withdraw(wait bool) (lifted bool) {
 	m, c := a.m, a.m.client
-	wait := t != nil
-	if !wait {
-		t = new(tally)
-	}
+	var t tally
 	t.init(c, m.kind.withdraw, m.name)
-	ctx := context.Background()
-	if wait {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.timeout)
-		defer cancel()
-	} else {
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	if !wait {
 		for i := range t.n {
 			t.setVote(i, notAwaited)
 		}
 	}
 	t.run(ctx, []any{derivedKey(kindWriterWaits, m.name), a.id, m.channelArg, c.idArg})
+	return t.hi == 1
 }
 
 func (a *waitingWriter) lockName() string { return a.m.name }
@@ -184,9 +180,7 @@ func (a *waitingWriter) giveUp() {
 	if !a.barred {
 		return
 	}
-	var t tally
-	a.withdraw(&t)
-	if t.hi == 1 {
+	if a.withdraw(true) {
 		a.m.client.notifier.released(a.m.channel) // wake this Client's readers: the announcement skips them
 	}
 }
