@@ -27,7 +27,7 @@ func BenchmarkLockUnlock(b *testing.B) {
 		addrs := distlocktest.Addrs(servers)
 		for _, mode := range []string{"serial", "parallel"} {
 			b.Run(fmt.Sprintf("masters=%d/%s/distlock", n, mode), func(b *testing.B) {
-				c, err := distlock.NewClient(addrs)
+				c, err := newUnfencedClient(addrs)
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -47,7 +47,7 @@ func BenchmarkLockUnlock(b *testing.B) {
 				})
 			})
 			b.Run(fmt.Sprintf("masters=%d/%s/distlock-newmutex", n, mode), func(b *testing.B) {
-				c, err := distlock.NewClient(addrs)
+				c, err := newUnfencedClient(addrs)
 				if err != nil {
 					b.Fatal(err)
 				}

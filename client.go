@@ -35,6 +35,7 @@ type Client struct {
 	renewer  *renewer      // the watchdog of every lease
 	notifier *notifier     // release announcements for waiting Lock calls
 	obs      *observer     // events for WithObserver and WithLogger
+	policy   *fencePolicy  // the restart fence and master checks
 	waiting  atomic.Int64  // Lock calls waiting for a busy lock
 	rounds   *sync.Pool    // recycled rounds (see round)
 
@@ -82,7 +83,7 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 	for _, a := range parsed {
 		p := newPool(a, cfg)
 		c.owned = append(c.owned, p)
-		c.masters = append(c.masters, newMaster(a.display, p, cfg, c.obs))
+		c.masters = append(c.masters, newMaster(a.display, p, cfg, c.obs, c.policy))
 	}
 	return c, nil
 }
@@ -115,13 +116,14 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 	// Only now start the masters' goroutines: an error above leaves none.
 	c := newClient(cfg, len(pools))
 	for i, p := range pools {
-		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, cfg, c.obs))
+		c.masters = append(c.masters, newMaster(fmt.Sprintf("pool[%d]", i), p, cfg, c.obs, c.policy))
 	}
 	return c, nil
 }
 
 func newClient(cfg *clientConfig, n int) *Client {
 	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg), rounds: newRoundPool(n)}
+	c.policy = &fencePolicy{off: cfg.fenceOff, strict: cfg.strictMasters, least: cfg.restartFence, clock: cfg.clock}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	c.obs.start()
 	return c

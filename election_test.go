@@ -68,7 +68,7 @@ func TestElection(t *testing.T) {
 	defer cancel()
 	for i := range 5 {
 		id := fmt.Sprintf("candidate-%d", i)
-		c, err := distlock.NewClient(addrs)
+		c, err := newUnfencedClient(addrs)
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
 		clients[id] = c

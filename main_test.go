@@ -26,6 +26,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	started := time.Now()
 	var servers []*distlocktest.Server
 	defer func() {
 		for _, s := range servers {
@@ -45,6 +46,9 @@ func run(m *testing.M) int {
 		servers = append(servers, s)
 		masters = append(masters, s.Addr())
 	}
+	// The examples use these masters with the default restart fence, which
+	// fences a master that started less than DefaultTTL (plus drift) ago.
+	time.Sleep(time.Until(started.Add(distlock.DefaultTTL + time.Second)))
 	code := m.Run()
 	for _, s := range servers {
 		s.Close()
@@ -65,13 +69,22 @@ func run(m *testing.M) int {
 // enough to keep them quick, long compared with a loopback round trip.
 const testTimeout = time.Second
 
-// newClient returns a Client over addrs, closed at the end of the test.
+// newClient returns a Client over addrs, closed at the end of the test. Its
+// restart fence is off (the servers tests start are seconds old, so it would
+// fence them at first contact), unless opts turn it on (WithRestartFence):
+// the fence's own tests do.
 func newClient(t testing.TB, addrs []string, opts ...distlock.ClientOption) *distlock.Client {
 	t.Helper()
-	c, err := distlock.NewClient(addrs, opts...)
+	c, err := distlock.NewClient(addrs, append([]distlock.ClientOption{distlock.WithoutRestartFence()}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// newUnfencedClient is distlock.NewClient with the restart fence off (see
+// newClient), for tests that close the Client themselves.
+func newUnfencedClient(addrs []string, opts ...distlock.ClientOption) (*distlock.Client, error) {
+	return distlock.NewClient(addrs, append([]distlock.ClientOption{distlock.WithoutRestartFence()}, opts...)...)
 }
 
 // cluster starts n masters and a Client over them.

@@ -25,7 +25,7 @@ func TestMinHoldRunsOncePerWindow(t *testing.T) {
 	var runs atomic.Int32
 	start := time.Now().Add(100 * time.Millisecond)
 	inParallel(t, 10, func(int) error {
-		c, err := distlock.NewClient(distlocktest.Addrs(servers))
+		c, err := newUnfencedClient(distlocktest.Addrs(servers))
 		if err != nil {
 			return err
 		}

@@ -103,6 +103,7 @@ func (c *Client) lockConfig(name string, opts []Option) (lockConfig, error) {
 // releases on channel. name is what errors and Lease.Name call it.
 func (c *Client) newMutex(name, key, channel string, cfg lockConfig, k *lockKind) *Mutex {
 	m := &Mutex{client: c, name: name, channel: channel, lane: lane{channel, k == &readerKind}, cfg: cfg, kind: k}
+	c.policy.noteTTL(cfg.ttl + cfg.drift())
 	m.nameArg = key
 	m.keyArg, m.channelArg, m.ttlArg = m.nameArg, channel, ttlArg(cfg.ttl)
 	return m

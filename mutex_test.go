@@ -283,6 +283,7 @@ func TestStalledMasterBoundedByMasterTimeout(t *testing.T) {
 // released once those masters answer again, long before the TTL.
 func TestDroppedReplyLeavesNoKey(t *testing.T) {
 	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
+	warmUp(t, c) // connected and checked: the replies dropped are the acquire's
 	proxies[1].SetDropReplies(true)
 	proxies[2].SetDropReplies(true)
 	m := newMutex(t, c, lockName(t), distlock.WithTTL(time.Minute))

@@ -84,7 +84,7 @@ func numsub(t *testing.T, s *distlocktest.Server, channel string) int64 {
 func TestKilledHolderFreesWaiters(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
 	addrs := distlocktest.Addrs(servers)
-	holderC, err := distlock.NewClient(addrs)
+	holderC, err := newUnfencedClient(addrs)
 	require.NoError(t, err)
 	waiterC := newClient(t, addrs)
 	name := lockName(t)
@@ -145,7 +145,7 @@ func TestNoSubscriptionOutlivesClose(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
 	addrs := distlocktest.Addrs(servers)
 	holderC := newClient(t, addrs)
-	c, err := distlock.NewClient(addrs)
+	c, err := newUnfencedClient(addrs)
 	require.NoError(t, err)
 	name := lockName(t)
 	holder, err := newMutex(t, holderC, name).TryLock(context.Background())

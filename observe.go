@@ -44,12 +44,25 @@ const (
 	// EventMasterUp: a master suspected down answered a probe and counts
 	// again; Duration is how long it was out.
 	EventMasterUp
+	// EventMasterFenced: a master does not count toward any quorum for
+	// Duration: it restarted or was promoted (see WithRestartFence), or it
+	// failed a check under WithStrictMasters. Err (matching
+	// ErrMasterFenced) says why.
+	EventMasterFenced
+	// EventMasterUnfenced: a fenced master counts again; Duration is how
+	// long it was fenced.
+	EventMasterUnfenced
+	// EventMasterWarning: a master failed a check on a new connection (see
+	// WithStrictMasters) and counts anyway; Err says what is wrong.
+	EventMasterWarning
 )
 
-var eventNames = [...]string{"", "acquire", "retry", "wait", "release", "extend", "renewal", "lost", "master-down", "master-up"}
+var eventNames = [...]string{"", "acquire", "retry", "wait", "release", "extend", "renewal", "lost", "master-down", "master-up",
+	"master-fenced", "master-unfenced", "master-warning"}
 
 // String returns the kind's name: "acquire", "retry", "wait", "release",
-// "extend", "renewal", "lost", "master-down" or "master-up".
+// "extend", "renewal", "lost", "master-down", "master-up", "master-fenced",
+// "master-unfenced" or "master-warning".
 func (k EventKind) String() string {
 	if int(k) < len(eventNames) && k != 0 {
 		return eventNames[k]
@@ -105,7 +118,8 @@ func WithObserver(f func(Event)) ClientOption {
 }
 
 // WithLogger sets a structured logger for what an operator needs to know:
-// a master suspected down (Warn) and answering again (Info), a lease whose
+// a master suspected down (Warn) and answering again (Info), a master fenced
+// (Warn) or failing a check (Warn) and counting again (Info), a lease whose
 // renewal fails (Warn) and recovers (Info), a lease lost (Warn; Debug when
 // Close ended it), a failure that retrying cannot fix (Error), and at Debug
 // every round. Records carry the lock's name ("lock"), the master ("master"),
@@ -294,6 +308,12 @@ func (o *observer) logEvent(ev Event) {
 		level, msg = slog.LevelWarn, "distlock: master suspected down"
 	case EventMasterUp:
 		level, msg = slog.LevelInfo, "distlock: master answers again"
+	case EventMasterFenced:
+		level, msg = slog.LevelWarn, "distlock: master fenced"
+	case EventMasterUnfenced:
+		level, msg = slog.LevelInfo, "distlock: master counts again"
+	case EventMasterWarning:
+		level, msg = slog.LevelWarn, "distlock: master failed a check"
 	case EventLost:
 		level, msg = slog.LevelWarn, "distlock: lease lost"
 		if errors.Is(ev.Err, ErrClosed) {

@@ -131,7 +131,7 @@ func TestObserverCallsBack(t *testing.T) {
 		}
 	}
 	var err error
-	c, err = distlock.NewClient(addrs, distlock.WithObserver(obs), distlock.WithMasterTimeout(200*time.Millisecond))
+	c, err = newUnfencedClient(addrs, distlock.WithObserver(obs), distlock.WithMasterTimeout(200*time.Millisecond))
 	require.NoError(t, err)
 	ctx := context.Background()
 	lock := func(name string, opts ...distlock.Option) *distlock.Lease {
@@ -514,7 +514,7 @@ func TestObserverPanicRecovered(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
 	addrs := distlocktest.Addrs(servers)
 	rec := &recorder{}
-	c, err := distlock.NewClient(addrs,
+	c, err := newUnfencedClient(addrs,
 		distlock.WithObserver(func(ev distlock.Event) { panic("observer bug: " + ev.Kind.String()) }),
 		distlock.WithLogger(slog.New(slog.NewTextHandler(rec, nil))))
 	require.NoError(t, err)
@@ -592,7 +592,7 @@ func TestObserverMayClose(t *testing.T) {
 	var c *distlock.Client
 	closed := make(chan struct{})
 	var once sync.Once
-	c, err := distlock.NewClient(distlocktest.Addrs(servers), distlock.WithObserver(func(ev distlock.Event) {
+	c, err := newUnfencedClient(distlocktest.Addrs(servers), distlock.WithObserver(func(ev distlock.Event) {
 		if ev.Kind == distlock.EventLost {
 			once.Do(func() {
 				_ = c.Close() // Close returns nil

@@ -46,6 +46,9 @@ type clientConfig struct {
 	clock         clock.Clock
 	observer      func(Event)
 	logger        *slog.Logger
+	restartFence  time.Duration
+	fenceOff      bool
+	strictMasters bool
 }
 
 // newClientConfig applies opts to the defaults and validates the result.
@@ -54,6 +57,7 @@ func newClientConfig(opts []ClientOption) (*clientConfig, error) {
 		dialTimeout:   DefaultDialTimeout,
 		masterTimeout: DefaultMasterTimeout,
 		clock:         clock.New(),
+		restartFence:  DefaultTTL + time.Duration(float64(DefaultTTL)*DefaultDriftFactor) + DefaultDriftConstant,
 	}
 	for _, o := range opts {
 		o(c)
@@ -65,6 +69,8 @@ func newClientConfig(opts []ClientOption) (*clientConfig, error) {
 		return nil, fmt.Errorf("distlock: WithMasterTimeout: must be positive, got %v", c.masterTimeout)
 	case c.clock == nil:
 		return nil, fmt.Errorf("distlock: WithClock: clock is nil")
+	case c.restartFence < 0:
+		return nil, fmt.Errorf("distlock: WithRestartFence: must not be negative, got %v", c.restartFence)
 	}
 	return c, nil
 }
@@ -107,6 +113,57 @@ func WithMasterTimeout(d time.Duration) ClientOption {
 // Default: clock.New(), the real clock.
 func WithClock(clk clock.Clock) ClientOption {
 	return func(c *clientConfig) { c.clock = clk }
+}
+
+// WithRestartFence sets the least time a master stays fenced after it
+// restarted or was promoted: give the longest TTL (plus its drift) that any
+// process uses for locks on these masters, when it is longer than this
+// Client's own. The Client learns each master's identity (run id,
+// replication id) and uptime with INFO on every new connection. A master
+// whose identity changed since the last connection (a restart, a replica
+// promoted in its place) is fenced for the fence length from then, and one
+// that started less than the fence length before the first connection, for
+// what is left of it: meanwhile it does not count toward any quorum (acquire,
+// extend, fencing, the typed layers' writes); requests to it fail with an
+// error matching ErrMasterFenced, and releases are still sent. This is the
+// "delayed restart" of Redlock's analysis, kept by the client: a master that
+// lost its keys cannot grant a lock that a holder still holds on other
+// masters. The fence length is the longest of d and the TTL plus drift of
+// every lock this Client has made. Limits: a replica promoted before the
+// Client's first connection to it, and a restart that changes neither the
+// run id nor the uptime (a snapshot of the server's memory restored in
+// place), are not detected. Default: DefaultTTL plus its default drift.
+// Negative is an error. It turns the fence on again after
+// WithoutRestartFence.
+func WithRestartFence(d time.Duration) ClientOption {
+	return func(c *clientConfig) { c.restartFence, c.fenceOff = d, false }
+}
+
+// WithoutRestartFence turns the restart fence (WithRestartFence) off. Do it
+// only when a master cannot lose an acknowledged write: every master runs
+// with appendonly yes and appendfsync always (check with CONFIG GET
+// appendonly appendfsync, and INFO persistence: aof_enabled:1), and none has
+// replicas that can be promoted. The master checks (WithStrictMasters) still
+// run.
+func WithoutRestartFence() ClientOption {
+	return func(c *clientConfig) { c.fenceOff = true }
+}
+
+// WithStrictMasters refuses masters that fail a check instead of reporting
+// them. On every new connection the Client checks, with INFO, that the master
+// is not a replica, has no replicas (replication is asynchronous: a failover
+// to one can lose lock keys), and has no maxmemory-policy that can evict lock
+// keys (any policy but noeviction, when maxmemory is set: lock keys carry a
+// TTL, so every volatile-* policy can pick them). A master whose INFO is
+// refused (renamed, or forbidden by ACL) cannot be checked and fails too.
+// By default a master that fails a check counts, and each failure is
+// reported on every new connection as an EventMasterWarning (logged at
+// Warn). With WithStrictMasters it is fenced instead (requests fail with an
+// error matching ErrMasterFenced, naming the check) and checked again on a
+// new connection every 5 s. CONFIG is not used: it is often renamed or
+// forbidden, and INFO gives what the checks need.
+func WithStrictMasters() ClientOption {
+	return func(c *clientConfig) { c.strictMasters = true }
 }
 
 // Option configures a Mutex (NewMutex) or one call of Client.Do. Invalid

@@ -67,7 +67,7 @@ func TestPanicReleases(t *testing.T) {
 func TestCallbacksMayCallTheLibrary(t *testing.T) {
 	t.Run("lost, callback closes", func(t *testing.T) {
 		servers := distlocktest.NewServers(t, 3)
-		c, err := distlock.NewClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(testTimeout))
+		c, err := newUnfencedClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(testTimeout))
 		require.NoError(t, err)
 		closed := make(chan error, 1)
 		m := newMutex(t, c, lockName(t), distlock.WithTTL(time.Second), distlock.WithOnLost(func(error) { closed <- c.Close() }))
@@ -79,7 +79,7 @@ func TestCallbacksMayCallTheLibrary(t *testing.T) {
 	})
 	t.Run("Close ends it, callback closes and locks", func(t *testing.T) {
 		servers := distlocktest.NewServers(t, 3)
-		c, err := distlock.NewClient(distlocktest.Addrs(servers))
+		c, err := newUnfencedClient(distlocktest.Addrs(servers))
 		require.NoError(t, err)
 		name := lockName(t)
 		type result struct{ closeErr, lockErr error }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/benbjohnson/clock"
 	"github.com/gomodule/redigo/redis"
 )
 
@@ -103,7 +104,8 @@ type master struct {
 	pool        Pool
 	timeout     time.Duration
 	dialTimeout time.Duration
-	obs         *observer // the Client's
+	obs         *observer    // the Client's
+	policy      *fencePolicy // the Client's restart fence and master checks
 
 	// Counters for Client.Stats.
 	flushes  atomic.Uint64         // batches written with one flush
@@ -117,6 +119,13 @@ type master struct {
 	// them) must refuse the acquisition, not grant a lock that can be
 	// neither renewed nor released.
 	scripts atomic.Bool
+
+	// The restart fence (masterfence.go). fenced is non-nil while the
+	// master does not count: the writer fails every command but releases
+	// with it. recheck: drop the connection before the next batch, so
+	// that a new one checks the master again.
+	fenced  atomic.Pointer[error]
+	recheck atomic.Bool
 
 	queue   chan *command
 	closing chan struct{}
@@ -133,15 +142,21 @@ type master struct {
 	// close sends them on a connection of its own once the pipeline
 	// stopped.
 	late []*command
+	// The identity learnt on the last connection, and the fence.
+	runID, replID string
+	fencedUntil   time.Time
+	fenceGen      uint64
+	fenceTimer    *clock.Timer
 }
 
-func newMaster(addr string, pool Pool, cfg *clientConfig, obs *observer) *master {
+func newMaster(addr string, pool Pool, cfg *clientConfig, obs *observer, policy *fencePolicy) *master {
 	m := &master{
 		addr:        addr,
 		pool:        pool,
 		timeout:     cfg.masterTimeout,
 		dialTimeout: cfg.dialTimeout,
 		obs:         obs,
+		policy:      policy,
 		queue:       make(chan *command, queueSize),
 		closing:     make(chan struct{}),
 	}
@@ -356,6 +371,9 @@ func (m *master) close() {
 	}
 	m.closed = true
 	m.deferred = nil
+	if m.fenceTimer != nil {
+		m.fenceTimer.Stop()
+	}
 	m.mu.Unlock()
 	close(m.closing)
 	m.wg.Wait()
@@ -416,7 +434,7 @@ func (m *master) writeLoop() {
 			m.failAll(batch, notSentError{err})
 			continue
 		}
-		if p != nil && p.isDead() {
+		if p != nil && (p.isDead() || m.recheck.Swap(false)) {
 			p.stop()
 			p = nil
 		}
@@ -427,6 +445,9 @@ func (m *master) writeLoop() {
 				m.failAll(batch, notSentError{cmp.Or(m.downErr(), err)})
 				continue
 			}
+		}
+		if batch = m.dropFenced(batch); len(batch) == 0 {
+			continue
 		}
 		// The batch goes to the reader, which gives the slice back for reuse.
 		// On error the writer keeps it: batch still lists the same commands.
@@ -456,6 +477,12 @@ func (m *master) connect() (*pipe, error) {
 		return nil, err
 	}
 	if err := conn.Err(); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	// Before any lock traffic: the restart fence and the master checks.
+	m.recheck.Store(false)
+	if err := m.checkMaster(conn); err != nil {
 		conn.Close()
 		return nil, err
 	}

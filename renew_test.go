@@ -338,7 +338,7 @@ func TestDoCancelsFnWhenLeaseLost(t *testing.T) {
 
 func TestCloseEndsLeases(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
-	c, err := distlock.NewClient(distlocktest.Addrs(servers))
+	c, err := newUnfencedClient(distlocktest.Addrs(servers))
 	require.NoError(t, err)
 	var calls atomic.Int32
 	m := newMutex(t, c, lockName(t), distlock.WithOnLost(func(error) { calls.Add(1) }))

@@ -110,7 +110,7 @@ func underFault[L any](t *testing.T, f fault, servers []*distlocktest.Server, cl
 		faulted <- f.apply(servers)
 	}()
 	inParallel(t, clients, func(int) error {
-		c, err := distlock.NewClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(testTimeout))
+		c, err := newUnfencedClient(distlocktest.Addrs(servers), distlock.WithMasterTimeout(testTimeout))
 		if err != nil {
 			return err
 		}
@@ -191,7 +191,7 @@ func TestSlotsOverAdmissionImpossible(t *testing.T) {
 		for i, p := range proxies {
 			p.SetBlackhole(i == cut)
 		}
-		c, err := distlock.NewClient([]string{proxies[0].Addr(), proxies[1].Addr(), proxies[2].Addr()}, distlock.WithMasterTimeout(200*time.Millisecond))
+		c, err := newUnfencedClient([]string{proxies[0].Addr(), proxies[1].Addr(), proxies[2].Addr()}, distlock.WithMasterTimeout(200*time.Millisecond))
 		require.NoError(t, err)
 		t.Cleanup(func() { c.Close() })
 		sem, err := distlock.NewSemaphore(c, name, 2, distlock.WithTTL(30*time.Second))

@@ -16,7 +16,7 @@ import (
 // another process gets the lock at once, not after a TTL.
 func TestCloseReleasesLeases(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
-	c, err := distlock.NewClient(distlocktest.Addrs(servers))
+	c, err := newUnfencedClient(distlocktest.Addrs(servers))
 	require.NoError(t, err)
 	var leases []*distlock.Lease
 	for range 20 {

@@ -95,18 +95,20 @@ func TestTLSUntrustedServer(t *testing.T) {
 
 // lockUserACL is the ACL of a user that may use the locks whose names
 // start with app: and nothing else (see the README's "Keys and channels").
-var lockUserACL = []string{"--user", "locker", "on", ">pw", "~app:*", "~__distlock:*{app:*", "&__distlock:*", "+@all", "-@dangerous"}
+var lockUserACL = []string{"--user", "locker", "on", ">pw", "~app:*", "~__distlock:*{app:*", "&__distlock:*", "+@all", "-@dangerous", "+info"}
 
 // TestACLUserForLockNames: an ACL user whose keys are the locks named app:*
 // and the keys derived from them can use every primitive on those names,
-// and is refused (a permanent failure, at once) any other name.
+// and is refused (a permanent failure, at once) any other name. The Client
+// is strict (WithStrictMasters): INFO, which the master checks need, is
+// allowed.
 func TestACLUserForLockNames(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3, lockUserACL...)
 	var addrs []string
 	for _, s := range servers {
 		addrs = append(addrs, "redis://locker:pw@"+s.Addr())
 	}
-	c := newClient(t, addrs, distlock.WithMasterTimeout(testTimeout))
+	c := newClient(t, addrs, distlock.WithMasterTimeout(testTimeout), distlock.WithStrictMasters())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	exercise(t, c, "app:orders:42")

@@ -1,0 +1,436 @@
+package distlock_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/distlock/distlock"
+	"github.com/distlock/distlock/distlocktest"
+)
+
+// eventLog records a Client's events for a test.
+type eventLog struct {
+	mu     sync.Mutex
+	events []distlock.Event
+}
+
+func (l *eventLog) observe(ev distlock.Event) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.events = append(l.events, ev)
+}
+
+// of returns the events of kind k so far.
+func (l *eventLog) of(k distlock.EventKind) []distlock.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []distlock.Event
+	for _, ev := range l.events {
+		if ev.Kind == k {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// waitFor waits (bounded) for an event of kind k about master and returns
+// the first one.
+func (l *eventLog) waitFor(t *testing.T, k distlock.EventKind, master string) distlock.Event {
+	t.Helper()
+	return l.waitForErr(t, k, master, "")
+}
+
+// waitForErr waits (bounded) for an event of kind k about master whose error
+// contains substr, and returns the first one.
+func (l *eventLog) waitForErr(t *testing.T, k distlock.EventKind, master, substr string) distlock.Event {
+	t.Helper()
+	var found distlock.Event
+	require.Eventually(t, func() bool {
+		for _, ev := range l.of(k) {
+			if ev.Master == master && (substr == "" || ev.Err != nil && strings.Contains(ev.Err.Error(), substr)) {
+				found = ev
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 5*time.Millisecond, "no %v event for %s with %q", k, master, substr)
+	return found
+}
+
+// passFirstContact makes c meet its masters, which fences them (they are
+// seconds old), and moves clk past the fence of length.
+func passFirstContact(t *testing.T, c *distlock.Client, log *eventLog, clk *clock.Mock, addrs []string, length time.Duration) {
+	t.Helper()
+	_, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	for _, addr := range addrs {
+		log.waitForErr(t, distlock.EventMasterFenced, addr, "started")
+	}
+	clk.Add(length)
+	for _, addr := range addrs {
+		log.waitFor(t, distlock.EventMasterUnfenced, addr)
+	}
+}
+
+// fenceFor is the restart fence of a Client whose longest lock TTL is ttl:
+// ttl plus its default drift.
+func fenceFor(ttl time.Duration) time.Duration {
+	return ttl + time.Duration(float64(ttl)*distlock.DefaultDriftFactor) + distlock.DefaultDriftConstant
+}
+
+// defaultFence is the default restart fence: DefaultTTL plus its drift.
+var defaultFence = fenceFor(distlock.DefaultTTL)
+
+// fencedOn reports whether err names master addr as fenced.
+func fencedOn(err error, addr string) bool {
+	var qe *distlock.QuorumError
+	if !errors.As(err, &qe) {
+		return false
+	}
+	for _, me := range qe.Errors {
+		if me.Addr == addr && errors.Is(me.Err, distlock.ErrMasterFenced) {
+			return true
+		}
+	}
+	return false
+}
+
+// restartTwo restarts servers 0 and 1 one after the other, as a rolling
+// restart without persistence: only server 2 keeps the lock keys.
+func restartTwo(t *testing.T, servers []*distlocktest.Server) {
+	t.Helper()
+	require.NoError(t, servers[0].Restart())
+	require.NoError(t, servers[1].Restart())
+}
+
+// TestRestartFenceStopsDoubleGrant is the hazard of restarts without
+// persistence: A holds a lock on three masters; two of them restart, empty.
+// With the fence off, B then takes the lock A still holds. With it on (the
+// default), B's Client sees both masters' run ids change and does not count
+// them until the fence length has passed.
+func TestRestartFenceStopsDoubleGrant(t *testing.T) {
+	for _, fenceOn := range []bool{false, true} {
+		t.Run(map[bool]string{false: "off", true: "on"}[fenceOn], func(t *testing.T) {
+			fence := fenceFor(time.Minute) // the TTL of the locks below
+			servers := distlocktest.NewServers(t, 3)
+			addrs := distlocktest.Addrs(servers)
+			name := lockName(t)
+			a := newClient(t, addrs)
+			lease, err := newMutex(t, a, name, distlock.WithTTL(time.Minute), distlock.WithoutRenewal()).Lock(context.Background())
+			require.NoError(t, err)
+
+			// B knows the masters before they restart. A mock clock: the
+			// fence lasts until the test moves it.
+			var opts []distlock.ClientOption
+			if fenceOn {
+				opts = append(opts, distlock.WithRestartFence(0))
+			}
+			clk := clock.NewMock()
+			var log eventLog
+			b := newClient(t, addrs, append(opts, distlock.WithClock(clk), distlock.WithObserver(log.observe))...)
+			mb := newMutex(t, b, name, distlock.WithTTL(time.Minute))
+			if fenceOn {
+				passFirstContact(t, b, &log, clk, addrs, fence)
+			}
+			_, err = mb.TryLock(context.Background())
+			require.ErrorIs(t, err, distlock.ErrLocked)
+
+			restartTwo(t, servers)
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				l2, err := mb.TryLock(context.Background())
+				if !fenceOn {
+					if err == nil {
+						// The hazard: A's lease looks valid, and B holds too.
+						assert.True(t, lease.Until().After(time.Now()), "A still believes it holds")
+						require.NoError(t, l2.Unlock(context.Background()))
+						return
+					}
+				} else {
+					require.Error(t, err, "B must not take a lock A holds on the one master that kept it")
+					if fencedOn(err, addrs[0]) && fencedOn(err, addrs[1]) {
+						break
+					}
+				}
+				require.True(t, time.Now().Before(deadline), "last error: %v", err)
+				time.Sleep(10 * time.Millisecond)
+			}
+			for _, addr := range addrs[:2] {
+				ev := log.waitForErr(t, distlock.EventMasterFenced, addr, "run id changed")
+				assert.ErrorIs(t, ev.Err, distlock.ErrMasterFenced)
+				assert.Equal(t, fence, ev.Duration)
+			}
+
+			// A's key is on server 2 alone; even past the fence B cannot
+			// win there while A's lease lives.
+			_ = lease.Unlock(context.Background()) // fails where the connection broke: no quorum
+			_, err = mb.TryLock(context.Background())
+			assert.True(t, fencedOn(err, addrs[0]), "still fenced before the fence length passed: %v", err)
+			clk.Add(fence - time.Millisecond)
+			_, err = mb.TryLock(context.Background())
+			assert.True(t, fencedOn(err, addrs[0]), "still fenced 1ms before the end: %v", err)
+			clk.Add(time.Millisecond)
+			require.Eventually(t, func() bool { return len(log.of(distlock.EventMasterUnfenced)) == 5 }, 10*time.Second, time.Millisecond)
+			l2, err := mb.TryLock(context.Background())
+			require.NoError(t, err, "the fence lifts after its length")
+			require.NoError(t, l2.Unlock(context.Background()))
+		})
+	}
+}
+
+// TestRestartFenceFirstContact: a Client that first meets a master that
+// started less than the fence length ago fences it for what is left: the
+// master may have restarted while another client's lease was alive.
+func TestRestartFenceFirstContact(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	addrs := distlocktest.Addrs(servers)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, addrs, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	m := newMutex(t, c, lockName(t))
+	_, err := m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrNotAcquired)
+	assert.ErrorIs(t, err, distlock.ErrMasterFenced)
+	for _, addr := range addrs {
+		ev := log.waitFor(t, distlock.EventMasterFenced, addr)
+		assert.Contains(t, ev.Err.Error(), "started")
+		assert.LessOrEqual(t, ev.Duration, defaultFence)
+		assert.Greater(t, ev.Duration, defaultFence-5*time.Second, "the servers are a few seconds old at most")
+	}
+	clk.Add(defaultFence)
+	lease, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(context.Background()))
+}
+
+// TestRestartFenceLastsTheLongestTTL: the fence lasts at least the longest
+// TTL (plus drift) of the Client's locks, even when WithRestartFence is
+// shorter.
+func TestRestartFenceLastsTheLongestTTL(t *testing.T) {
+	s := distlocktest.NewServer(t)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, []string{s.Addr()}, distlock.WithRestartFence(time.Second), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	ttl := time.Hour
+	m := newMutex(t, c, lockName(t), distlock.WithTTL(ttl))
+	_, err := m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	ev := log.waitFor(t, distlock.EventMasterFenced, s.Addr())
+	want := fenceFor(ttl)
+	assert.LessOrEqual(t, ev.Duration, want)
+	assert.Greater(t, ev.Duration, want-5*time.Second)
+}
+
+// TestReleasesReachAFencedMaster: a fenced master does not count, but
+// releases still go to it, so no key is left behind there.
+func TestReleasesReachAFencedMaster(t *testing.T) {
+	servers := distlocktest.NewServers(t, 3)
+	addrs := distlocktest.Addrs(servers)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, addrs, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	name := lockName(t)
+	m := newMutex(t, c, name, distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
+	passFirstContact(t, c, &log, clk, addrs, fenceFor(time.Minute))
+	lease, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+	eventuallyHolders(t, servers, name, 3, "held everywhere")
+
+	// Server 0's connection breaks and comes back with a new identity, but
+	// the key is put back by hand: as if the restart kept it.
+	token, err := servers[1].Do("GET", name)
+	require.NoError(t, err)
+	require.NoError(t, servers[0].Restart())
+	_, err = servers[0].Do("SET", name, token, "PX", 60000)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		l, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
+		if err == nil {
+			_ = l.Unlock(context.Background())
+		}
+		for _, ev := range log.of(distlock.EventMasterFenced) {
+			if ev.Master == addrs[0] && strings.Contains(ev.Err.Error(), "run id changed") {
+				return true
+			}
+		}
+		return false
+	}, 10*time.Second, 10*time.Millisecond, "traffic until the Client reconnects to server 0 and fences it")
+	require.NoError(t, lease.Unlock(context.Background()))
+	eventuallyHolders(t, servers, name, 0, "released everywhere, the fenced master too")
+}
+
+// TestReplicaPromotedIsFenced: a master that changed replication id while the
+// Client was away (a replica promoted in its place, here in place) is fenced;
+// while it was a replica, it was reported.
+func TestReplicaPromotedIsFenced(t *testing.T) {
+	primary := distlocktest.NewServer(t)
+	replica := distlocktest.NewServer(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(primary.Addr(), "127.0.0.1:"))
+	waitReplicating(t, primary)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, []string{replica.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	m := newMutex(t, c, lockName(t))
+	_, err := m.TryLock(context.Background())
+	require.Error(t, err)
+	ev := log.waitFor(t, distlock.EventMasterWarning, replica.Addr())
+	assert.Contains(t, ev.Err.Error(), "is a replica")
+	clk.Add(defaultFence) // past the first-contact fence
+
+	_, err = replica.Do("REPLICAOF", "NO", "ONE")
+	require.NoError(t, err)
+	_, err = replica.Do("CLIENT", "KILL", "TYPE", "normal") // the Client reconnects and checks again
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		for _, ev := range log.of(distlock.EventMasterFenced) {
+			if strings.Contains(ev.Err.Error(), "replication id changed") {
+				return true
+			}
+		}
+		_, _ = m.TryLock(context.Background()) // traffic, so that the Client reconnects
+		return false
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	clk.Add(defaultFence)
+	log.waitFor(t, distlock.EventMasterUnfenced, replica.Addr())
+	lease, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(context.Background()))
+}
+
+// waitReplicating waits until primary has a replica online.
+func waitReplicating(t *testing.T, primary *distlocktest.Server) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		v, err := primary.Do("INFO", "replication")
+		return err == nil && strings.Contains(string(v.([]byte)), "connected_slaves:1")
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestMasterChecks: a master that has replicas, or an eviction policy that
+// can evict lock keys, is reported by default and counts; with
+// WithStrictMasters it is fenced, named in the error, and counts again once
+// a new connection passes the check.
+func TestMasterChecks(t *testing.T) {
+	evicting := []string{"--maxmemory", "100mb", "--maxmemory-policy", "volatile-ttl"}
+	cases := []struct {
+		name  string
+		start func(t *testing.T) *distlocktest.Server
+		want  string
+		fix   []any // a CONFIG SET that fixes it; nil: none
+	}{
+		{"evicting", func(t *testing.T) *distlocktest.Server { return distlocktest.NewServer(t, evicting...) },
+			"maxmemory-policy volatile-ttl", []any{"SET", "maxmemory-policy", "noeviction"}},
+		{"replicas", func(t *testing.T) *distlocktest.Server {
+			s := distlocktest.NewServer(t)
+			distlocktest.NewServer(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(s.Addr(), "127.0.0.1:"))
+			waitReplicating(t, s)
+			return s
+		}, "has 1 replica(s)", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name+"/report", func(t *testing.T) {
+			s := tc.start(t)
+			var log eventLog
+			c := newClient(t, []string{s.Addr()}, distlock.WithObserver(log.observe))
+			lease, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
+			require.NoError(t, err, "by default it counts")
+			require.NoError(t, lease.Unlock(context.Background()))
+			ev := log.waitFor(t, distlock.EventMasterWarning, s.Addr())
+			assert.Contains(t, ev.Err.Error(), tc.want)
+		})
+		t.Run(tc.name+"/strict", func(t *testing.T) {
+			s := tc.start(t)
+			clk := clock.NewMock()
+			c := newClient(t, []string{s.Addr()}, distlock.WithStrictMasters(), distlock.WithClock(clk))
+			m := newMutex(t, c, lockName(t))
+			_, err := m.TryLock(context.Background())
+			require.ErrorIs(t, err, distlock.ErrMasterFenced)
+			assert.Contains(t, err.Error(), tc.want)
+			assert.Contains(t, err.Error(), "WithStrictMasters")
+			if tc.fix == nil {
+				return
+			}
+			_, err = s.Do("CONFIG", tc.fix...)
+			require.NoError(t, err)
+			_, err = m.TryLock(context.Background())
+			require.ErrorIs(t, err, distlock.ErrMasterFenced, "checked again only on a new connection")
+			clk.Add(5 * time.Second)
+			require.Eventually(t, func() bool {
+				lease, err := m.TryLock(context.Background())
+				if err != nil {
+					return false
+				}
+				return lease.Unlock(context.Background()) == nil
+			}, 10*time.Second, 10*time.Millisecond, "a new connection passes the check")
+		})
+	}
+}
+
+// TestEvictionHazard: the hazard the eviction check is for. A master with
+// maxmemory-policy volatile-ttl evicts the lock key (it has the shortest
+// TTL) under memory pressure, and another client takes the lock its holder
+// still believes it holds. The default reports the master; WithStrictMasters
+// refuses it, so no lock is granted there at all.
+func TestEvictionHazard(t *testing.T) {
+	s := distlocktest.NewServer(t, "--maxmemory", "4mb", "--maxmemory-policy", "volatile-ttl")
+	var log eventLog
+	c := newClient(t, []string{s.Addr()}, distlock.WithObserver(log.observe))
+	name := lockName(t)
+	lease, err := newMutex(t, c, name, distlock.WithTTL(time.Minute)).Lock(context.Background())
+	require.NoError(t, err)
+	assert.Contains(t, log.waitFor(t, distlock.EventMasterWarning, s.Addr()).Err.Error(), "can evict lock keys")
+
+	// Memory pressure: keys with longer TTLs than the lock's.
+	big := strings.Repeat("x", 64<<10)
+	for i := 0; holders(t, []*distlocktest.Server{s}, name) == 1; i++ {
+		require.Less(t, i, 1000, "the lock key was never evicted")
+		_, err := s.Do("SET", "filler:"+strings.Repeat("0", i%7)+string(rune('a'+i%26))+time.Now().String(), big, "EX", 3600)
+		require.NoError(t, err)
+	}
+	other := newClient(t, []string{s.Addr()})
+	l2, err := newMutex(t, other, name).TryLock(context.Background())
+	require.NoError(t, err, "the hazard: a second holder")
+	assert.NoError(t, lease.Err(), "the first holder is not told yet")
+	require.NoError(t, l2.Unlock(context.Background()))
+
+	strict := newClient(t, []string{s.Addr()}, distlock.WithStrictMasters())
+	_, err = newMutex(t, strict, lockName(t)).TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	assert.Contains(t, err.Error(), "can evict lock keys")
+}
+
+// TestInfoRefused: a master whose ACL forbids INFO cannot be checked: it is
+// reported (it counts), and refused with WithStrictMasters.
+func TestInfoRefused(t *testing.T) {
+	s := distlocktest.NewServer(t, "--user", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info")
+	addr := "redis://noinfo:pw@" + s.Addr()
+	var log eventLog
+	c := newClient(t, []string{addr}, distlock.WithObserver(log.observe))
+	lease, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
+	require.NoError(t, err)
+	require.NoError(t, lease.Unlock(context.Background()))
+	ev := log.waitFor(t, distlock.EventMasterWarning, s.Addr())
+	assert.Contains(t, ev.Err.Error(), "cannot be checked")
+	assert.NotContains(t, ev.Err.Error(), "pw@")
+
+	strict := newClient(t, []string{addr}, distlock.WithStrictMasters())
+	_, err = newMutex(t, strict, lockName(t)).TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	assert.Contains(t, err.Error(), "INFO")
+}
+
+// TestRestartFenceOption: a negative fence is refused.
+func TestRestartFenceOption(t *testing.T) {
+	_, err := distlock.NewClient(nil, distlock.WithRestartFence(-time.Second))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "WithRestartFence")
+}
