@@ -56,7 +56,6 @@ func (f *fencePolicy) length() time.Duration {
 type masterInfo struct {
 	runID           string // changes on every start of the server process
 	replID          string // the replication id: new on a start without data or a promotion
-	replID2         string // the id a promoted replica continues; all zeros otherwise
 	role            string // "master" or "slave"
 	uptime          time.Duration
 	connectedSlaves int
@@ -80,8 +79,6 @@ func parseInfo(reply []byte) (masterInfo, error) {
 			mi.runID = v
 		case "master_replid":
 			mi.replID = v
-		case "master_replid2":
-			mi.replID2 = v
 		case "role":
 			mi.role = v
 		case "uptime_in_seconds":
@@ -99,12 +96,6 @@ func parseInfo(reply []byte) (masterInfo, error) {
 		return masterInfo{}, errors.New("INFO gave no run_id or role")
 	}
 	return mi, nil
-}
-
-// promoted reports whether the master continues another's replication
-// history: a replica that was promoted.
-func (mi masterInfo) promoted() bool {
-	return mi.replID2 != "" && strings.Trim(mi.replID2, "0") != ""
 }
 
 // problems lists what makes the master unfit to hold locks safely.
