@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Token returns the lease's fencing token: a number strictly greater than the
@@ -16,21 +17,31 @@ import (
 //
 // The first call costs two rounds; later calls return the same token. On each
 // master the lock keeps a counter beside its key (see the README's key
-// layout). Token increments the counter on the masters that still hold this
-// lease's key, takes the highest value a quorum returned, and writes it back
-// (counter = max(counter, token)) on a quorum before it returns. A later
-// holder's Token increments the counter on a quorum of its own, which meets
-// that quorum, so its token is higher. Acquiring and releasing never touch
-// the counter: a lock that never asks for a token pays nothing for it. A
-// counter lost to a master restart starts again from the server's TIME in
-// microseconds.
+// layout). Token increments the counter on every master that still holds this
+// lease's key (waiting for each, at most the master timeout), takes the
+// highest value, and writes it back (counter = max(counter, token)) on a
+// quorum before it returns. A later holder's Token reads a quorum of its own,
+// which meets that quorum, so its token is higher. Acquiring and releasing
+// never touch the counter: a lock that never asks for a token pays nothing for
+// it.
+//
+// Clocks: when at least a quorum of the masters holding the key have the
+// counter, no clock is used, so a master whose clock is far ahead or behind,
+// or whose counter was lost (a restart without persistence, eviction), does
+// not matter. Only when fewer than a quorum have it (the lock's first token,
+// or a majority of masters lost the counter since the lock's last token) is
+// the token the highest of the counters and the masters' clocks (TIME, in
+// microseconds). Then, and only then, strict increase relies on those clocks
+// being ahead of every earlier token: it holds when the masters' clocks are
+// correct and tokens are fewer than one per microsecond, and it can fail if
+// an earlier token was seeded from a clock that was ahead by more than the
+// time since then.
 //
 // A read lease of an RWMutex has none: Token returns an error matching
 // errors.ErrUnsupported.
 //
 // Limits: it relies on the lock's own safety (the timing assumptions of
-// Redlock), on the masters' clocks not going back across a restart, and on
-// fewer than one acquisition per microsecond. Token fails, with an error
+// Redlock), and on clocks only as said above. Token fails, with an error
 // matching ErrNotHeld, if the lease ended before the write-back finished or a
 // quorum answered that the lease is no longer ours (the lease is then lost:
 // Done closes); that token must not be used. Other failures return a *QuorumError, and Token may be called again.
@@ -55,11 +66,7 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	if err := l.refusedEnds(t); err != nil {
 		return 0, err
 	}
-	var token uint64
-	for _, val := range t.yesReplies() {
-		n, _ := strconv.ParseUint(string(val.([]byte)), 10, 64) // checked by the judge
-		token = max(token, n)
-	}
+	token := fenceToken(t.yesReplies(), m.client.quorum)
 
 	t = l.run(ctx, &fenceWriteOp, []any{m.nameArg, fenceKey}, strconv.FormatUint(token, 10))
 	if err := l.refusedEnds(t); err != nil {
@@ -74,12 +81,38 @@ func (l *Lease) Token(ctx context.Context) (uint64, error) {
 	return token, nil
 }
 
-// fenceReadOp: fence_read.lua answers the counter as a decimal string, or -1
-// when the lock key does not hold our token.
-var fenceReadOp = op{name: "fence", script: fenceReadScript, keep: true, judge: func(val any) (vote, error) {
+// fenceToken returns the token from fence_read.lua's answers (counters
+// after the increment, and "s"-prefixed clock seeds where the counter is
+// missing): the highest counter when at least quorum masters have one, so
+// that no master's clock matters; otherwise the highest counter or seed.
+func fenceToken(replies []any, quorum int) uint64 {
+	var counter, seed uint64
+	counters := 0
+	for _, val := range replies {
+		s := string(val.([]byte))
+		if rest, ok := strings.CutPrefix(s, "s"); ok {
+			n, _ := strconv.ParseUint(rest, 10, 64) // checked by the judge
+			seed = max(seed, n)
+			continue
+		}
+		n, _ := strconv.ParseUint(s, 10, 64) // checked by the judge
+		counter = max(counter, n)
+		counters++
+	}
+	if counters >= quorum {
+		return counter
+	}
+	return max(counter, seed)
+}
+
+// fenceReadOp: fence_read.lua answers the counter as a decimal string, "s"
+// and a clock seed when there is none, or -1 when the lock key does not hold
+// our token. The round hears every master (each bounded by the master
+// timeout): the more counters Token sees, the less it needs a clock.
+var fenceReadOp = op{name: "fence", script: fenceReadScript, keep: true, all: true, judge: func(val any) (vote, error) {
 	switch v := val.(type) {
 	case []byte:
-		if _, err := strconv.ParseUint(string(v), 10, 64); err != nil {
+		if _, err := strconv.ParseUint(strings.TrimPrefix(string(v), "s"), 10, 64); err != nil {
 			return voteFailed, fmt.Errorf("bad fencing counter %q", v)
 		}
 		return voteYes, nil

@@ -504,3 +504,55 @@ func TestGuardedSlowMasterKeepsFaultTolerance(t *testing.T) {
 	t.Logf("Update with 2 of 3 masters up: %v after %v", err, time.Since(start))
 	assert.NoError(t, err, "2 of 3 masters up and the lease held, the write should land")
 }
+
+// TestTokensIndependentOfMasterClocks: a token seeded from a master whose
+// clock was an hour ahead stays the floor of every later token, even after
+// the master that carried it to a quorum lost its counter and the masters
+// that answer first have only clock seeds: Token hears every master and
+// takes a counter over any clock. (Before, the fast quorum of the two
+// seeding masters sent the token an hour back.)
+func TestTokensIndependentOfMasterClocks(t *testing.T) {
+	servers, proxies, c := proxied(t, 3, distlock.WithMasterTimeout(testTimeout))
+	ctx := context.Background()
+	name := lockName(t)
+	fence := "__distlock:fence:{" + name + "}"
+	ahead := uint64(time.Now().Add(time.Hour).UnixMicro())
+	// Master 0's counter as a clock an hour ahead seeded it.
+	_, err := servers[0].Do("SET", fence, ahead)
+	require.NoError(t, err)
+
+	// A holds on masters 0 and 1 only; its token is written back there.
+	proxies[2].SetBlackhole(true)
+	m := newMutex(t, c, name)
+	a, err := m.Lock(ctx)
+	require.NoError(t, err)
+	tokA, err := a.Token(ctx)
+	require.NoError(t, err)
+	require.Greater(t, tokA, ahead)
+	require.NoError(t, a.Unlock(ctx))
+	proxies[2].SetBlackhole(false)
+
+	// Master 1 restarts and loses its counter; master 0 is slow. The two
+	// fast masters have no counter: only seeds from clocks that are right.
+	require.NoError(t, servers[1].Restart())
+	proxies[0].SetLatency(200 * time.Millisecond)
+	var b *distlock.Lease
+	require.Eventually(t, func() bool { // until B holds on every master (master 1 may still be suspected)
+		if b, err = m.TryLock(ctx); err != nil {
+			return false
+		}
+		deadline := time.Now().Add(time.Second) // master 0's answer is 200ms late
+		for holders(t, servers, name) < 3 && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if holders(t, servers, name) == 3 {
+			return true
+		}
+		require.NoError(t, b.Unlock(ctx))
+		return false
+	}, 10*time.Second, 20*time.Millisecond)
+	tokB, err := b.Token(ctx)
+	require.NoError(t, err)
+	assert.Greater(t, tokB, tokA, "the later holder's token went back")
+	require.NoError(t, b.Unlock(ctx))
+}

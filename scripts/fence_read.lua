@@ -5,10 +5,12 @@
 -- KEYS[2]  the fencing counter
 -- ARGV[1]  the lease's token
 --
--- Returns the counter after the increment as a decimal string, or the
--- integer -1 when the lock key does not hold ARGV[1]. A missing counter (never
--- used, or the master restarted without persistence) starts from the server's
--- TIME in microseconds, so a restart never sends tokens backwards.
+-- Returns the counter after the increment as a decimal string; when there
+-- is no counter (never used, or lost: a restart without persistence), "s"
+-- followed by the server's TIME in microseconds, a seed that Token uses only
+-- when fewer than a quorum of masters have the counter; or the integer -1
+-- when the lock key does not hold ARGV[1]. Nothing is created here: the
+-- write-back (fence_write.lua) sets the counter.
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return -1
 end
@@ -17,6 +19,4 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
   return redis.call('GET', KEYS[2])
 end
 local t = redis.call('TIME')
-local c = t[1] .. string.format('%06d', tonumber(t[2]))
-redis.call('SET', KEYS[2], c)
-return c
+return 's' .. t[1] .. string.format('%06d', tonumber(t[2]))
