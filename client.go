@@ -29,6 +29,7 @@ type Client struct {
 	masters  []*master
 	quorum   int
 	clock    clock.Clock
+	wall     wallClock     // the clock's wall readings, when it gives them (tests); nil for the real clock
 	timeout  time.Duration // the master timeout
 	owned    []*redis.Pool // pools built by NewClient, closed by Close
 	idArg    any           // this Client's random id (a string), sent with its release announcements
@@ -123,6 +124,7 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 
 func newClient(cfg *clientConfig, n int) *Client {
 	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg), rounds: newRoundPool(n)}
+	c.wall, _ = cfg.clock.(wallClock)
 	c.policy = &fencePolicy{off: cfg.fenceOff, strict: cfg.strictMasters, least: cfg.restartFence, clock: cfg.clock}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	c.obs.start()

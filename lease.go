@@ -44,7 +44,8 @@ type Lease struct {
 
 	mu       sync.Mutex // guards the fields below
 	until    time.Time
-	released bool // Unlock was called
+	basis    time.Time // the reading until was computed at: suspends after it shorten it (suspend.go)
+	released bool      // Unlock was called
 	ending
 	group *MultiLease // told when this lease is lost
 
@@ -109,7 +110,9 @@ func (e *ending) end(err error) bool {
 // newLease returns a held lease and hands it to the Client's watchdog, or
 // nil if the Client was closed meanwhile. touched: see Lease.touched.
 func newLease(m *Mutex, token any, until time.Time, touched uint64) *Lease {
-	l := &Lease{mutex: m, token: token, until: until, acquired: until.Add(m.cfg.drift() - m.cfg.ttl), touched: touched}
+	acquired := until.Add(m.cfg.drift() - m.cfg.ttl)
+	until, basis := m.client.settled(until, acquired)
+	l := &Lease{mutex: m, token: token, until: until, basis: basis, acquired: acquired, touched: touched}
 	if !m.client.renewer.add(l) {
 		return nil
 	}
@@ -122,11 +125,16 @@ func (l *Lease) Name() string { return l.mutex.name }
 
 // Until returns the end of the lease's validity as this client computed it:
 // the start of the last successful acquire or extend round, plus the TTL,
-// minus the drift. Extensions move it forward.
+// minus the drift, minus the time the host was suspended since (measured
+// as the time the wall clock moved beyond the monotonic clock, which stops
+// during a suspend while the masters' keys expire). Extensions move it
+// forward.
 func (l *Lease) Until() time.Time {
+	c := l.mutex.client
+	now := c.clock.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.until
+	return l.until.Add(-c.suspended(l.basis, now))
 }
 
 // Done returns a channel that is closed when the lease ends: at Unlock, or
@@ -200,11 +208,13 @@ func (l *Lease) join(g *MultiLease) {
 
 // renewed moves Until forward after an extension round that started early
 // enough to leave until as its new end of validity.
-func (l *Lease) renewed(until time.Time) {
+// renewed moves the lease's validity to until, settled at basis (see
+// Client.settled), if that is later.
+func (l *Lease) renewed(until, basis time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.ended && until.After(l.until) {
-		l.until = until
+		l.until, l.basis = until, basis
 	}
 }
 
@@ -366,13 +376,13 @@ func (l *Lease) Extend(ctx context.Context) error {
 	// watchdog, which heals a master that answers that the key is missing.
 	sink := newLateSink(t.n, func(r reply) { c.renewer.late(l.w, r) })
 	t.runOn(ctx, []any{m.keyArg, l.token, m.ttlArg}, sink, sink.ch)
-	until := t0.Add(m.cfg.ttl - m.cfg.drift())
-	won := t.won() && c.clock.Now().Before(until)
+	until, basis := c.settled(t0.Add(m.cfg.ttl-m.cfg.drift()), t0)
+	won := t.won() && basis.Before(until)
 	defer sink.decided(won)
 	var err error
 	switch {
 	case won:
-		if !c.renewer.extended(l.w, until, missing(&t)) {
+		if !c.renewer.extended(l.w, until, basis, missing(&t)) {
 			err = fmt.Errorf("%w: %q: the lease ended during Extend", ErrNotHeld, m.name)
 		}
 	case t.won():

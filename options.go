@@ -110,6 +110,9 @@ func WithMasterTimeout(d time.Duration) ClientOption {
 // WithClock sets the clock that measures validity and drives every lock timer
 // (retry waits, renewals). Tests pass clock.NewMock(). Socket deadlines and
 // health probes stay on real time, because the network runs on real time.
+// A clock that also has a method Wall(t time.Time) time.Time, giving the
+// wall-clock reading of each of its times, lets a test simulate a suspended
+// host: its wall clock runs ahead of its monotonic clock (see Lease.Until).
 // Default: clock.New(), the real clock.
 func WithClock(clk clock.Clock) ClientOption {
 	return func(c *clientConfig) { c.clock = clk }

@@ -30,16 +30,17 @@ type renewer struct {
 	c   *Client
 	clk clock.Clock
 
-	mu       sync.Mutex // guards the fields below and every watch
-	heap     watchHeap
-	started  bool
-	closed   bool
-	armedAt  time.Time            // when the loop's timer fires; zero while it is not armed
-	inflight int                  // extension rounds in flight
-	armed    func(time.Time, int) // test hook: the time the timer is armed for, and inflight
-	starting []*watch             // renewals due in this pass of the loop, sent together
-	inboxMu  sync.Mutex           // guards inbox; never held with mu by the pipeline
-	inbox    []reply              // replies of extension rounds, for the loop
+	mu        sync.Mutex // guards the fields below and every watch
+	heap      watchHeap
+	started   bool
+	closed    bool
+	armedAt   time.Time            // when the loop's timer fires; zero while it is not armed
+	checkedAt time.Time            // the last check for a suspend of the host (suspend.go)
+	inflight  int                  // extension rounds in flight
+	armed     func(time.Time, int) // test hook: the time the timer is armed for, and inflight
+	starting  []*watch             // renewals due in this pass of the loop, sent together
+	inboxMu   sync.Mutex           // guards inbox; never held with mu by the pipeline
+	inbox     []reply              // replies of extension rounds, for the loop
 
 	wake    chan struct{}  // pokes the loop; buffered 1
 	closing chan struct{}  // closed by close
@@ -153,6 +154,9 @@ func (r *renewer) add(l *Lease) bool {
 		return false
 	}
 	heap.Push(&r.heap, w)
+	if r.checkedAt.IsZero() {
+		r.checkedAt = l.basis // a suspend from now on is seen by the loop's next check
+	}
 	if !r.started {
 		r.started = true
 		r.wg.Add(1)
@@ -180,15 +184,16 @@ func (r *renewer) remove(w *watch) {
 }
 
 // extended moves w's schedule after a successful Lease.Extend that left
-// until as the end of validity, and sets the key again on the masters where
-// it was missing. It reports false if the lease ended meanwhile.
-func (r *renewer) extended(w *watch, until time.Time, missing []int) bool {
+// until (settled at basis) as the end of validity, and sets the key again on
+// the masters where it was missing. It reports false if the lease ended
+// meanwhile.
+func (r *renewer) extended(w *watch, until, basis time.Time, missing []int) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if w.index < 0 {
 		return false
 	}
-	w.lease.renewed(until)
+	w.lease.renewed(until, basis)
 	cfg := &w.m.cfg
 	if d := until.Add(-cfg.safetyMargin()); d.After(w.deadline) {
 		w.deadline = d
@@ -318,6 +323,11 @@ func (r *renewer) loop() {
 			inbox[i] = reply{} // let the round be collected
 		}
 		now := r.clk.Now()
+		if len(r.heap) > 0 {
+			r.checkSuspend(now)
+		} else {
+			r.checkedAt = time.Time{}
+		}
 		for len(r.heap) > 0 && r.heap[0].due(now) {
 			r.act(r.heap[0], now)
 		}
@@ -327,7 +337,8 @@ func (r *renewer) loop() {
 		r.armedAt = time.Time{}
 		if len(r.heap) > 0 {
 			at := r.heap[0].next()
-			timer.Reset(at.Sub(now))
+			// Wake for the next check for a suspend too (not reported).
+			timer.Reset(min(at.Sub(now), suspendCheckEvery))
 			fire, r.armedAt = timer.C, at
 			if r.armed != nil {
 				r.armed(at, r.inflight)
@@ -463,11 +474,10 @@ func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 	switch {
 	case t.won():
 		r.finish(w)
-		now := r.clk.Now()
-		until := rd.t0.Add(cfg.ttl - cfg.drift())
+		until, now := r.c.settled(rd.t0.Add(cfg.ttl-cfg.drift()), rd.t0)
 		if now.Before(until) {
 			rd.won = true // heal the masters that answer "missing" late too
-			w.lease.renewed(until)
+			w.lease.renewed(until, now)
 			w.deadline = until.Add(-cfg.safetyMargin())
 			w.renewAt = rd.t0.Add(cfg.interval())
 			w.lastErr = nil
