@@ -1,8 +1,11 @@
 package distlock_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
+	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -205,7 +208,17 @@ func TestRestartFenceFirstContact(t *testing.T) {
 		assert.LessOrEqual(t, ev.Duration, defaultFence)
 		assert.Greater(t, ev.Duration, defaultFence-5*time.Second, "the servers are a few seconds old at most")
 	}
+	st := c.Stats()
+	assert.Zero(t, st.Up, "fenced masters are not up")
+	for _, ms := range st.Masters {
+		assert.Equal(t, "fenced", ms.State)
+		assert.Contains(t, ms.Reason, "restart fence")
+	}
 	clk.Add(defaultFence)
+	for _, addr := range addrs {
+		log.waitFor(t, distlock.EventMasterUnfenced, addr)
+	}
+	assert.Equal(t, 3, c.Stats().Up)
 	lease, err := m.TryLock(context.Background())
 	require.NoError(t, err)
 	require.NoError(t, lease.Unlock(context.Background()))
@@ -433,4 +446,45 @@ func TestRestartFenceOption(t *testing.T) {
 	_, err := distlock.NewClient(nil, distlock.WithRestartFence(-time.Second))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "WithRestartFence")
+}
+
+// TestFenceAndChecksAreLogged: a fenced master is logged at Warn, its fence's
+// end at Info, a failed check at Warn; never with the password.
+func TestFenceAndChecksAreLogged(t *testing.T) {
+	const password = "fence-secret-pw"
+	s := distlocktest.NewServer(t, "--requirepass", password, "--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	logger := slog.New(slog.NewJSONHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	clk := clock.NewMock()
+	var log eventLog
+	c, err := distlock.NewClient([]string{"redis://:" + password + "@" + s.Addr()},
+		distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithLogger(logger), distlock.WithObserver(log.observe))
+	require.NoError(t, err)
+	defer c.Close()
+	passFirstContact(t, c, &log, clk, []string{s.Addr()}, defaultFence)
+	log.waitFor(t, distlock.EventMasterWarning, s.Addr())
+	require.NoError(t, c.Close()) // delivers the events queued
+	mu.Lock()
+	logs := buf.String()
+	mu.Unlock()
+	for _, want := range []string{
+		`"level":"WARN","msg":"distlock: master fenced"`, `"level":"INFO","msg":"distlock: master counts again"`,
+		`"level":"WARN","msg":"distlock: master failed a check"`, `allkeys-lru`, `"master":"` + s.Addr() + `"`,
+	} {
+		assert.Contains(t, logs, want)
+	}
+	assert.NotContains(t, logs, password)
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -328,7 +328,8 @@ func TestEventKindString(t *testing.T) {
 		distlock.EventAcquire: "acquire", distlock.EventRetry: "retry", distlock.EventWait: "wait",
 		distlock.EventRelease: "release", distlock.EventExtend: "extend", distlock.EventRenewal: "renewal",
 		distlock.EventLost: "lost", distlock.EventMasterDown: "master-down", distlock.EventMasterUp: "master-up",
-		0: "unknown", 200: "unknown",
+		distlock.EventMasterFenced: "master-fenced", distlock.EventMasterUnfenced: "master-unfenced",
+		distlock.EventMasterWarning: "master-warning", 0: "unknown", 200: "unknown",
 	}
 	for k, want := range names {
 		assert.Equal(t, want, k.String())

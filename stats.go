@@ -12,7 +12,7 @@ type Stats struct {
 	// busy or failed a round and have not returned yet.
 	Waiting int `json:"waiting"`
 	// Quorum is the number of masters that must agree; Up is the number of
-	// masters not suspected down. Up < Quorum: no lock can be taken or
+	// masters neither suspected down nor fenced. Up < Quorum: no lock can be taken or
 	// renewed now.
 	Quorum int `json:"quorum"`
 	Up     int `json:"up"`
@@ -25,10 +25,13 @@ type Stats struct {
 type MasterStats struct {
 	// Addr is the master's address without its password, or "pool[i]".
 	Addr string `json:"addr"`
-	// State is "up", or "down" while the master is suspected down (its
-	// requests fail at once until a probe gets an answer).
+	// State is "up", "down" while the master is suspected down (its
+	// requests fail at once until a probe gets an answer), or "fenced" while
+	// it does not count toward a quorum (see WithRestartFence and
+	// WithStrictMasters).
 	State string `json:"state"`
-	// Reason is why the master is suspected down; "" while it is up.
+	// Reason is why the master is suspected down or fenced; "" while it is
+	// up.
 	Reason string `json:"reason,omitempty"`
 	// RoundTrips is the number of batches written to the master, each with
 	// one flush; Replies the number of replies received; Failures the number
@@ -61,6 +64,7 @@ func (c *Client) Stats() Stats {
 		if e := m.lastErr.Load(); e != nil {
 			ms.LastError = (*e).Error()
 		}
+		fenced := m.fenced.Load()
 		m.mu.RLock()
 		down, closed := m.down, m.closed
 		ms.Deferred = len(m.deferred)
@@ -70,6 +74,8 @@ func (c *Client) Stats() Stats {
 			ms.State, ms.Reason = "down", ErrClosed.Error()
 		case down != nil:
 			ms.State, ms.Reason = "down", down.Error()
+		case fenced != nil:
+			ms.State, ms.Reason = "fenced", (*fenced).Error()
 		default:
 			ms.State = "up"
 			s.Up++
