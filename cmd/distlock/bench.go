@@ -129,6 +129,9 @@ func cmdBench(args []string) int {
 		}
 		defer distlocktest.CloseAll(servers)
 		f.common.servers = strings.Join(distlocktest.Addrs(servers), ",")
+		// Just started and empty: no lock can be lost on them, so the
+		// restart fence (which would keep them out for one TTL) is off.
+		f.common.restartFence = "off"
 		fmt.Fprintf(os.Stderr, "distlock: started %d local redis-server masters: %s\n", f.local, f.common.servers)
 	}
 	if ctx.Err() != nil {

@@ -23,6 +23,9 @@ const (
 	// envPassword is the password when --password-file is not given (the
 	// variable redis-cli reads too).
 	envPassword = "REDISCLI_AUTH"
+	// envRestartFence is the default of --restart-fence: a duration, or
+	// "off" for --no-restart-fence.
+	envRestartFence = "DISTLOCK_RESTART_FENCE"
 )
 
 // commonFlags holds the flags shared by every subcommand that talks to
@@ -43,6 +46,8 @@ type commonFlags struct {
 	dialTimeout   time.Duration
 	masterTimeout time.Duration
 	logLevel      string
+	restartFence  string
+	strictMasters bool
 }
 
 // register adds the common flags to fs. withTTL is false for subcommands
@@ -64,6 +69,8 @@ func (c *commonFlags) register(fs *flag.FlagSet, withTTL bool) {
 	fs.BoolVar(&c.insecure, "insecure", false, "TLS without verifying the masters' certificates (testing only)")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", distlock.DefaultDialTimeout, "bound on connecting to a master")
 	fs.DurationVar(&c.masterTimeout, "master-timeout", distlock.DefaultMasterTimeout, "bound on one master's answer; keep it well below --ttl")
+	fs.StringVar(&c.restartFence, "restart-fence", "", "how long a master that restarted or was promoted stays out of every quorum: at least the longest --ttl any process uses on these masters, or off when every master runs appendonly yes with appendfsync always and has no replicas (default: env "+envRestartFence+", else "+distlock.DefaultTTL.String()+" or --ttl, plus drift)")
+	fs.BoolVar(&c.strictMasters, "strict-masters", false, "refuse masters that fail a check (a replica, with replicas, an evicting maxmemory-policy, INFO refused) instead of logging a warning")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "library log records to stderr at this level and above: debug, info, warn, error, or off\n(warn: a master suspected down, a renewal failing, a lease lost)")
 }
 
@@ -131,6 +138,24 @@ func clientOptions(c *commonFlags) ([]distlock.ClientOption, error) {
 	}
 	if logger != nil {
 		opts = append(opts, distlock.WithLogger(logger))
+	}
+	fence := c.restartFence
+	if fence == "" {
+		fence = os.Getenv(envRestartFence)
+	}
+	switch fence {
+	case "":
+	case "off":
+		opts = append(opts, distlock.WithoutRestartFence())
+	default:
+		d, err := time.ParseDuration(fence)
+		if err != nil || d < 0 {
+			return nil, fmt.Errorf("--restart-fence %q (or $%s): want a duration such as 30s, or off", fence, envRestartFence)
+		}
+		opts = append(opts, distlock.WithRestartFence(d))
+	}
+	if c.strictMasters {
+		opts = append(opts, distlock.WithStrictMasters())
 	}
 	opts = append(opts,
 		distlock.WithDialTimeout(c.dialTimeout),

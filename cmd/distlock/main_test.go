@@ -57,6 +57,9 @@ func dlCommand(ctx context.Context, env []string, args ...string) *exec.Cmd {
 			cmd.Env = append(cmd.Env, kv)
 		}
 	}
+	// The servers the tests start are seconds old: the restart fence would
+	// keep them out at first contact. TestRestartFenceFlag turns it on.
+	cmd.Env = append(cmd.Env, envRestartFence+"=off")
 	cmd.Env = append(cmd.Env, env...)
 	cmd.WaitDelay = time.Second
 	return cmd
@@ -283,7 +286,7 @@ func output(dir, name string) string {
 // holds or inspects locks beside the binary; it is closed when t ends.
 func libClient(t *testing.T, ss []*distlocktest.Server) *distlock.Client {
 	t.Helper()
-	c, err := distlock.NewClient(distlocktest.Addrs(ss))
+	c, err := distlock.NewClient(distlocktest.Addrs(ss), distlock.WithoutRestartFence()) // the servers are seconds old
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -337,3 +337,32 @@ func TestRunLostLeaseKillsStubbornCommand(t *testing.T) {
 		t.Errorf("stderr does not name the grace: %s", output(dir, "run.stderr"))
 	}
 }
+
+// TestRestartFenceFlag: --restart-fence (and $DISTLOCK_RESTART_FENCE) turn
+// the restart fence on: a master that started seconds ago is out of every
+// quorum, so --no-wait fails as unavailable and says why; a bad value is a
+// usage error.
+func TestRestartFenceFlag(t *testing.T) {
+	t.Parallel()
+	_, srv := servers(t, 1)
+	marker := filepath.Join(t.TempDir(), "ran")
+	for _, tc := range []struct {
+		env  []string
+		args []string
+	}{
+		{nil, []string{"--restart-fence", "30s"}},
+		{[]string{envRestartFence + "=30s"}, nil},
+	} {
+		args := append(append([]string{"run", srv}, tc.args...), "--no-wait", "--log-level", "warn", "fenced", "--", "touch", marker)
+		r := dl(t, tc.env, args...)
+		if r.code != exitUnavailable || !strings.Contains(r.stderr, "restart fence") {
+			t.Errorf("%v %v: status %d (want %d), stderr %q", tc.env, tc.args, r.code, exitUnavailable, r.stderr)
+		}
+	}
+	if exists(marker) {
+		t.Error("the command ran without a quorum")
+	}
+	if r := dl(t, nil, "run", srv, "--restart-fence", "soon", "x", "--", "true"); r.code != exitUsage || !strings.Contains(r.stderr, "--restart-fence") {
+		t.Errorf("--restart-fence soon: status %d (want %d), stderr %q", r.code, exitUsage, r.stderr)
+	}
+}
