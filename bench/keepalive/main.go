@@ -143,7 +143,7 @@ func flush(servers []*distlocktest.Server) {
 
 // runDistlock holds n leases through one Client and counts the lost ones.
 func runDistlock(addrs []string, n int, window time.Duration, started, ended func()) int {
-	c, err := distlock.NewClient(addrs)
+	c, err := distlock.NewClient(addrs, distlock.WithoutRestartFence()) // masters the harness just started, empty
 	if err != nil {
 		log.Fatal(err)
 	}
