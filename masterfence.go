@@ -136,8 +136,8 @@ func (m *master) checkMaster(conn redis.Conn) error {
 
 // learn applies what a new connection told of the master: it starts the
 // restart fence when the master's identity changed since the last
-// connection or it started less than the fence length ago, and reports (or,
-// when strict, fences for) its problems.
+// connection or it started less than the fence length ago, and reports its
+// problems or, when strict, fences it for them until a connection finds none.
 func (m *master) learn(mi masterInfo, problems []string) {
 	f := m.policy
 	now := f.clock.Now()
@@ -146,82 +146,106 @@ func (m *master) learn(mi masterInfo, problems []string) {
 	if m.closed {
 		return
 	}
-	var whys []string
-	var until time.Time
+	news := false
 	if !f.off && mi.runID != "" {
 		length := f.length()
+		var why string
+		var until time.Time
 		switch {
 		case m.runID != "" && m.runID != mi.runID:
 			// Restarted, or another server answers here: the keys it held
 			// may be gone since any moment after our last answer from it.
-			whys, until = append(whys, "restarted or was replaced since the last connection (its run id changed)"), now.Add(length)
+			why, until = "restarted or was replaced since the last connection (its run id changed)", now.Add(length)
 		case m.runID != "" && m.replID != mi.replID:
-			whys, until = append(whys, "was promoted or had its data replaced since the last connection (its replication id changed)"), now.Add(length)
+			why, until = "was promoted or had its data replaced since the last connection (its replication id changed)", now.Add(length)
 		case m.runID == "" && mi.uptime < length:
 			// First contact: only a recent start can be known.
-			whys, until = append(whys, fmt.Sprintf("started %v ago", mi.uptime)), now.Add(length-mi.uptime)
+			why, until = fmt.Sprintf("started %v ago", mi.uptime), now.Add(length-mi.uptime)
 		}
-		if len(whys) > 0 {
-			whys[0] += fmt.Sprintf(": it may have lost lock keys that other clients still count on, so it does not count toward a quorum for %v (the restart fence)", length)
+		if why != "" && until.After(m.fencedUntil) {
+			m.fencedUntil = until
+			m.restartWhy = why + fmt.Sprintf(": it may have lost lock keys that other clients still count on, so it does not count toward a quorum for %v (the restart fence)", length)
+			news = true
 		}
 		m.runID, m.replID = mi.runID, mi.replID
 	}
-	recheck := false
+	strictWhy := ""
 	if f.strict && len(problems) > 0 {
-		for _, p := range problems {
-			whys = append(whys, p+" (WithStrictMasters: it does not count until a new connection passes the check)")
-		}
-		until, recheck = maxTime(until, now.Add(recheckEvery)), true
+		strictWhy = strings.Join(problems, "; ") + " (WithStrictMasters: it does not count until a new connection passes the check)"
+		m.recheckAt = now.Add(recheckEvery)
 	} else if m.obs.on {
 		for _, p := range problems {
 			m.obs.report(Event{Kind: EventMasterWarning, Master: m.addr, Err: fmt.Errorf("distlock: master %s %s", m.addr, p)})
 		}
 	}
-	if len(whys) > 0 && (until.After(m.fencedUntil) || recheck) {
-		m.fence(fmt.Errorf("%w: %s %s", ErrMasterFenced, m.addr, strings.Join(whys, "; ")), maxTime(until, m.fencedUntil), now, recheck)
-	}
+	news = news || strictWhy != m.strictWhy
+	m.strictWhy = strictWhy
+	m.refence(now, news)
 }
 
-func maxTime(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
+// refence sets the master's fence at now from the restart fence and the
+// strict checks (m.mu held): the writer fails every command but releases
+// while either holds. It arms the timer for the restart fence's end or the
+// strict recheck, and reports a fence that began or changed (news) or ended.
+func (m *master) refence(now time.Time, news bool) {
+	if !now.Before(m.fencedUntil) {
+		m.fencedUntil, m.restartWhy = time.Time{}, ""
 	}
-	return b
-}
-
-// fence makes the master not count until until (m.mu held): the writer
-// fails every command but releases with err. recheck: when the fence ends,
-// the connection is dropped so that a new one checks the master again.
-func (m *master) fence(err error, until, now time.Time, recheck bool) {
-	ns := error(notSentError{err})
-	m.fenced.Store(&ns)
-	m.fencedUntil = until
 	m.fenceGen++
-	gen, from := m.fenceGen, now
 	if m.fenceTimer != nil {
 		m.fenceTimer.Stop()
+		m.fenceTimer = nil
 	}
-	m.fenceTimer = m.policy.clock.AfterFunc(until.Sub(now), func() { m.unfence(gen, from, recheck) })
-	if m.obs.on {
-		m.obs.report(Event{Kind: EventMasterFenced, Master: m.addr, Duration: until.Sub(now), Err: err})
+	var whys []string
+	for _, w := range []string{m.restartWhy, m.strictWhy} {
+		if w != "" {
+			whys = append(whys, w)
+		}
+	}
+	if len(whys) == 0 {
+		if m.fenced.Swap(nil) != nil && m.obs.on {
+			m.obs.report(Event{Kind: EventMasterUnfenced, Master: m.addr, Duration: now.Sub(m.fencedFrom)})
+		}
+		return
+	}
+	err := fmt.Errorf("%w: %s %s", ErrMasterFenced, m.addr, strings.Join(whys, "; "))
+	ns := error(notSentError{err})
+	if m.fenced.Swap(&ns) == nil {
+		m.fencedFrom, news = now, true
+	}
+	at := m.fencedUntil
+	if m.strictWhy != "" && !m.recheckAt.IsZero() && (at.IsZero() || m.recheckAt.Before(at)) {
+		at = m.recheckAt
+	}
+	if !at.IsZero() {
+		gen := m.fenceGen
+		m.fenceTimer = m.policy.clock.AfterFunc(at.Sub(now), func() { m.fenceTimerFired(gen) })
+	}
+	if news && m.obs.on {
+		var d time.Duration
+		if !m.fencedUntil.IsZero() {
+			d = m.fencedUntil.Sub(now)
+		}
+		m.obs.report(Event{Kind: EventMasterFenced, Master: m.addr, Duration: d, Err: err})
 	}
 }
 
-// unfence ends fence number gen, unless a later one replaced it.
-func (m *master) unfence(gen uint64, from time.Time, recheck bool) {
+// fenceTimerFired ends the restart fence when it is due and, once the strict
+// recheck is due, has the writer check the master again on a new connection
+// before its next batch; the strict fence holds until that check passes.
+// gen: the fence the timer was armed for (a later one replaced it).
+func (m *master) fenceTimerFired(gen uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed || gen != m.fenceGen {
 		return
 	}
-	m.fenced.Store(nil)
-	m.fencedUntil = time.Time{}
-	if recheck {
+	now := m.policy.clock.Now()
+	if m.strictWhy != "" && !m.recheckAt.IsZero() && !now.Before(m.recheckAt) {
+		m.recheckAt = time.Time{}
 		m.recheck.Store(true)
 	}
-	if m.obs.on {
-		m.obs.report(Event{Kind: EventMasterUnfenced, Master: m.addr, Duration: m.policy.clock.Since(from)})
-	}
+	m.refence(now, false)
 }
 
 // dropFenced fails the commands of batch that must not reach a fenced

@@ -44,10 +44,12 @@ const (
 	// EventMasterUp: a master suspected down answered a probe and counts
 	// again; Duration is how long it was out.
 	EventMasterUp
-	// EventMasterFenced: a master does not count toward any quorum for
-	// Duration: it restarted or was promoted (see WithRestartFence), or it
-	// failed a check under WithStrictMasters. Err (matching
-	// ErrMasterFenced) says why.
+	// EventMasterFenced: a master does not count toward any quorum: it
+	// restarted or was promoted (see WithRestartFence), for Duration, or it
+	// failed a check under WithStrictMasters, until a new connection passes
+	// it (Duration 0 when that is the only reason). Err (matching
+	// ErrMasterFenced) says why. It is reported when the fence begins or
+	// its reasons change.
 	EventMasterFenced
 	// EventMasterUnfenced: a fenced master counts again; Duration is how
 	// long it was fenced.

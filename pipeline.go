@@ -142,10 +142,15 @@ type master struct {
 	// close sends them on a connection of its own once the pipeline
 	// stopped.
 	late []*command
-	// The identity learnt on the last connection, and the fence.
+	// The identity learnt on the last connection, and the fence
+	// (masterfence.go).
 	runID, replID string
-	fencedUntil   time.Time
-	fenceGen      uint64
+	fencedUntil   time.Time // the end of the restart fence; zero: none
+	restartWhy    string    // why the restart fence holds
+	strictWhy     string    // the failed checks that fence it (WithStrictMasters)
+	recheckAt     time.Time // when to check a strictly fenced master again
+	fencedFrom    time.Time // when the fence began
+	fenceGen      uint64    // the fence's timer generation
 	fenceTimer    *clock.Timer
 }
 
