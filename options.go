@@ -133,9 +133,10 @@ func WithClock(clk clock.Clock) ClientOption {
 // lost its keys cannot grant a lock that a holder still holds on other
 // masters. The fence length is the longest of d and the TTL plus drift of
 // every lock this Client has made. Limits: a replica promoted before the
-// Client's first connection to it, and a restart that changes neither the
+// Client's first connection to it, a restart that changes neither the
 // run id nor the uptime (a snapshot of the server's memory restored in
-// place), are not detected. Default: DefaultTTL plus its default drift.
+// place), and a proxy that moves open connections to another server
+// instead of closing them, are not detected. Default: DefaultTTL plus its default drift.
 // Negative is an error. It turns the fence on again after
 // WithoutRestartFence.
 func WithRestartFence(d time.Duration) ClientOption {
