@@ -26,19 +26,22 @@ import (
 //
 // A Client is safe for concurrent use.
 type Client struct {
-	masters  []*master
-	quorum   int
-	clock    clock.Clock
-	wall     wallClock     // the clock's wall readings, when it gives them (tests); nil for the real clock
-	timeout  time.Duration // the master timeout
-	owned    []*redis.Pool // pools built by NewClient, closed by Close
-	idArg    any           // this Client's random id (a string), sent with its release announcements
-	renewer  *renewer      // the watchdog of every lease
-	notifier *notifier     // release announcements for waiting Lock calls
-	obs      *observer     // events for WithObserver and WithLogger
-	policy   *fencePolicy  // the restart fence and master checks
-	waiting  atomic.Int64  // Lock calls waiting for a busy lock
-	rounds   *sync.Pool    // recycled rounds (see round)
+	masters []*master
+	quorum  int
+	clock   clock.Clock
+	wall    wallClock // the clock's wall readings, when it gives them (tests); nil for the real clock
+	// watchSuspend: the clock can tell a suspend (its times carry monotonic
+	// readings, or it gives wall readings), so the watchdog checks for one.
+	watchSuspend bool
+	timeout      time.Duration // the master timeout
+	owned        []*redis.Pool // pools built by NewClient, closed by Close
+	idArg        any           // this Client's random id (a string), sent with its release announcements
+	renewer      *renewer      // the watchdog of every lease
+	notifier     *notifier     // release announcements for waiting Lock calls
+	obs          *observer     // events for WithObserver and WithLogger
+	policy       *fencePolicy  // the restart fence and master checks
+	waiting      atomic.Int64  // Lock calls waiting for a busy lock
+	rounds       *sync.Pool    // recycled rounds (see round)
 
 	closed    atomic.Bool
 	done      chan struct{} // closed when Close begins
@@ -125,6 +128,8 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 func newClient(cfg *clientConfig, n int) *Client {
 	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg), rounds: newRoundPool(n)}
 	c.wall, _ = cfg.clock.(wallClock)
+	now := cfg.clock.Now()
+	c.watchSuspend = c.wall != nil || now != now.Round(0)
 	c.policy = &fencePolicy{off: cfg.fenceOff, strict: cfg.strictMasters, least: cfg.restartFence, clock: cfg.clock}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	c.obs.start()

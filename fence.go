@@ -25,13 +25,14 @@ import (
 // never touch the counter: a lock that never asks for a token pays nothing for
 // it.
 //
-// Clocks: when at least a quorum of the masters holding the key have the
-// counter, no clock is used, so a master whose clock is far ahead or behind,
-// or whose counter was lost (a restart without persistence, eviction), does
-// not matter. Only when fewer than a quorum have it (the lock's first token,
-// or a majority of masters lost the counter since the lock's last token) is
-// the token the highest of the counters and the masters' clocks (TIME, in
-// microseconds). Then, and only then, strict increase relies on those clocks
+// Clocks: when at least a quorum of the masters that answered (holding the
+// key) have the counter, no clock is used, so a master whose clock is far
+// ahead or behind, or whose counter was lost (a restart without persistence,
+// eviction), does not matter. Only when fewer than a quorum of them have it
+// (the lock's first token; a majority of masters lost the counter since the
+// lock's last token; or some lost it while others that kept it are down,
+// slow past the master timeout, or fenced) is the token the highest of the
+// counters and the masters' clocks (TIME, in microseconds). Then, and only then, strict increase relies on those clocks
 // being ahead of every earlier token: it holds when the masters' clocks are
 // correct and tokens are fewer than one per microsecond, and it can fail if
 // an earlier token was seeded from a clock that was ahead by more than the

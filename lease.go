@@ -206,16 +206,19 @@ func (l *Lease) join(g *MultiLease) {
 	}
 }
 
-// renewed moves Until forward after an extension round that started early
-// enough to leave until as its new end of validity.
-// renewed moves the lease's validity to until, settled at basis (see
-// Client.settled), if that is later.
-func (l *Lease) renewed(until, basis time.Time) {
+// renewed moves the lease's validity to until, an extension round's end of
+// validity settled at basis (see Client.settled), if that is later than the
+// current validity settled at the same basis, and returns the validity it
+// keeps. Both are settled at basis, so a suspend is counted once.
+func (l *Lease) renewed(until, basis time.Time) time.Time {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.ended && until.After(l.until) {
-		l.until, l.basis = until, basis
+	if l.ended {
+		return l.until
 	}
+	cur := l.until.Add(-l.mutex.client.suspended(l.basis, basis))
+	l.until, l.basis = maxTime(cur, until), basis
+	return l.until
 }
 
 // releaseOp: release.lua answers 1 + the number of subscribers its

@@ -52,10 +52,12 @@ func (f *fencePolicy) length() time.Duration {
 }
 
 // masterInfo is what the Client learns of a master from INFO on every new
-// connection.
+// connection, and on a live one after an idle spell or a reply that says
+// its role changed.
 type masterInfo struct {
 	runID           string // changes on every start of the server process
 	replID          string // the replication id: new on a start without data or a promotion
+	replID2         string // the id a promoted replica continues; all zeros when none
 	role            string // "master" or "slave"
 	uptime          time.Duration
 	connectedSlaves int
@@ -79,6 +81,8 @@ func parseInfo(reply []byte) (masterInfo, error) {
 			mi.runID = v
 		case "master_replid":
 			mi.replID = v
+		case "master_replid2":
+			mi.replID2 = v
 		case "role":
 			mi.role = v
 		case "uptime_in_seconds":
@@ -98,47 +102,104 @@ func parseInfo(reply []byte) (masterInfo, error) {
 	return mi, nil
 }
 
-// problems lists what makes the master unfit to hold locks safely.
-func (mi masterInfo) problems() []string {
-	var p []string
+// continues reports whether the master's replication history continues
+// another's (master_replid2 set): a promotion, which may have lost writes.
+func (mi masterInfo) continues() bool {
+	return strings.Trim(mi.replID2, "0") != ""
+}
+
+// problem is what makes a master unfit to hold locks safely. fence: the
+// master never counts while it has it (a replica, whose writes fail anyway);
+// the others fence it only with WithStrictMasters.
+type problem struct {
+	text  string
+	fence bool
+}
+
+// problems lists the master's problems.
+func (mi masterInfo) problems() []problem {
+	var p []problem
 	if mi.role != "master" {
-		p = append(p, fmt.Sprintf("is a replica (role %s): it refuses writes, and a lock key written to its master can be lost in a failover", mi.role))
+		p = append(p, problem{fmt.Sprintf("is a replica (role %s): it refuses writes, and when it is promoted it may lack lock keys its master had", mi.role), true})
 	}
 	if mi.connectedSlaves > 0 {
-		p = append(p, fmt.Sprintf("has %d replica(s): replication is asynchronous, so a failover to one can lose lock keys", mi.connectedSlaves))
+		p = append(p, problem{fmt.Sprintf("has %d replica(s): replication is asynchronous, so a failover to one can lose lock keys", mi.connectedSlaves), false})
 	}
 	if mi.maxmemory > 0 && mi.maxmemoryPolicy != "noeviction" && mi.maxmemoryPolicy != "" {
-		p = append(p, fmt.Sprintf("maxmemory-policy %s with maxmemory %d can evict lock keys (they carry a TTL); use noeviction", mi.maxmemoryPolicy, mi.maxmemory))
+		p = append(p, problem{fmt.Sprintf("maxmemory-policy %s with maxmemory %d can evict lock keys (they carry a TTL); use noeviction", mi.maxmemoryPolicy, mi.maxmemory), false})
 	}
 	return p
 }
 
 // checkMaster runs INFO on a new connection, before any lock traffic, and
-// applies the restart fence and the master checks. It fails only when the
-// connection fails; a master that refuses INFO is reported (and fenced by
-// WithStrictMasters).
+// applies the restart fence and the master checks (see learn). It fails
+// only when the connection fails.
 func (m *master) checkMaster(conn redis.Conn) error {
-	v, err := redis.Bytes(receiveOrDo(conn, m.timeout, "INFO"))
-	if err != nil && !isReplyError(err) && !errors.Is(err, redis.ErrNil) {
+	v, err := receiveOrDo(conn, m.timeout, "INFO")
+	if err != nil && !isReplyError(err) {
 		return err
 	}
-	var mi masterInfo
-	if err == nil {
-		mi, err = parseInfo(v)
-	}
-	if err != nil {
-		m.learn(masterInfo{}, []string{fmt.Sprintf("cannot be checked: INFO failed (%v); the restart fence needs it: allow the command INFO to the ACL user", err)})
-		return nil
-	}
-	m.learn(mi, mi.problems())
+	m.applyInfo(v, err, true)
 	return nil
 }
 
-// learn applies what a new connection told of the master: it starts the
-// restart fence when the master's identity changed since the last
-// connection or it started less than the fence length ago, and reports its
-// problems or, when strict, fences it for them until a connection finds none.
-func (m *master) learn(mi masterInfo, problems []string) {
+// checkLive runs INFO on p, the writer's live connection, and waits for its
+// answer before the writer sends anything else: so a master whose identity
+// changed while the connection stayed open (demoted and promoted again,
+// REPLICAOF, a proxy that moved the connection) is fenced before it gets a
+// command. It fails only when the connection fails.
+func (m *master) checkLive(p *pipe) error {
+	ch := make(replyChan, 1)
+	if err := p.write(m, append(p.batchSlice(), &command{name: "INFO", reply: ch})); err != nil {
+		return err
+	}
+	r := <-ch // the reader answers, or fails it within the master timeout
+	if r.err != nil && !isReplyError(r.err) {
+		return r.err
+	}
+	m.applyInfo(r.val, r.err, false)
+	return nil
+}
+
+// applyInfo learns from INFO's answer (see learn). A master whose INFO fails
+// (refused by ACL, renamed) cannot be checked: it is reported, and fenced
+// with WithStrictMasters.
+func (m *master) applyInfo(v any, err error, newConn bool) {
+	b, err := redis.Bytes(v, err)
+	var mi masterInfo
+	if err == nil {
+		mi, err = parseInfo(b)
+	}
+	if err != nil {
+		m.learn(masterInfo{}, []problem{{fmt.Sprintf("cannot be checked: INFO failed (%v); the restart fence and the checks need it: allow the command INFO to the ACL user", err), false}}, newConn)
+		return
+	}
+	m.learn(mi, mi.problems(), newConn)
+}
+
+// isRoleChange reports whether a reply error says the server is not a
+// writable master now (READONLY, MASTERDOWN) or is loading its data
+// (LOADING): its identity may have changed on a live connection.
+func isRoleChange(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	for _, p := range []string{"READONLY", "MASTERDOWN", "LOADING"} {
+		if strings.HasPrefix(string(re), p) {
+			return true
+		}
+	}
+	return false
+}
+
+// learn applies what INFO told of the master, on a new connection (newConn)
+// or a live one: it starts the restart fence when the master's identity
+// changed since the last check or, at first contact, it started less than
+// the fence length ago; and it fences the master for its problems (a
+// replica always, the others with WithStrictMasters) until a check finds
+// none, or reports them (on a new connection, and when they change).
+func (m *master) learn(mi masterInfo, problems []problem, newConn bool) {
 	f := m.policy
 	now := f.clock.Now()
 	m.mu.Lock()
@@ -155,9 +216,12 @@ func (m *master) learn(mi masterInfo, problems []string) {
 		case m.runID != "" && m.runID != mi.runID:
 			// Restarted, or another server answers here: the keys it held
 			// may be gone since any moment after our last answer from it.
-			why, until = "restarted or was replaced since the last connection (its run id changed)", now.Add(length)
-		case m.runID != "" && m.replID != mi.replID:
-			why, until = "was promoted or had its data replaced since the last connection (its replication id changed)", now.Add(length)
+			why, until = "restarted or was replaced since the last check (its run id changed)", now.Add(length)
+		case m.runID != "" && m.replID != mi.replID && mi.continues():
+			// Promoted (or its data replaced by a sync, then promoted). A
+			// new id with no history (the backlog freed after its last
+			// replica left) changes no data.
+			why, until = "was promoted or had its data replaced since the last check (its replication id changed)", now.Add(length)
 		case m.runID == "" && mi.uptime < length:
 			// First contact: only a recent start can be known.
 			why, until = fmt.Sprintf("started %v ago", mi.uptime), now.Add(length-mi.uptime)
@@ -169,17 +233,31 @@ func (m *master) learn(mi masterInfo, problems []string) {
 		}
 		m.runID, m.replID = mi.runID, mi.replID
 	}
-	strictWhy := ""
-	if f.strict && len(problems) > 0 {
-		strictWhy = strings.Join(problems, "; ") + " (WithStrictMasters: it does not count until a new connection passes the check)"
-		m.recheckAt = now.Add(recheckEvery)
-	} else if m.obs.on {
-		for _, p := range problems {
-			m.obs.report(Event{Kind: EventMasterWarning, Master: m.addr, Err: fmt.Errorf("distlock: master %s %s", m.addr, p)})
+	var fencing, warnings []string
+	for _, p := range problems {
+		switch {
+		case p.fence:
+			fencing = append(fencing, p.text+" (it does not count until a check finds it a master)")
+		case f.strict:
+			fencing = append(fencing, p.text+" (WithStrictMasters: it does not count until a check passes)")
+		default:
+			warnings = append(warnings, p.text)
 		}
 	}
-	news = news || strictWhy != m.strictWhy
-	m.strictWhy = strictWhy
+	if warned := strings.Join(warnings, "; "); newConn || warned != m.warned {
+		m.warned = warned
+		if m.obs.on {
+			for _, w := range warnings {
+				m.obs.report(Event{Kind: EventMasterWarning, Master: m.addr, Err: fmt.Errorf("distlock: master %s %s", m.addr, w)})
+			}
+		}
+	}
+	checkWhy := strings.Join(fencing, "; ")
+	if checkWhy != "" {
+		m.recheckAt = now.Add(recheckEvery)
+	}
+	news = news || checkWhy != m.checkWhy
+	m.checkWhy = checkWhy
 	m.refence(now, news)
 }
 
@@ -197,7 +275,7 @@ func (m *master) refence(now time.Time, news bool) {
 		m.fenceTimer = nil
 	}
 	var whys []string
-	for _, w := range []string{m.restartWhy, m.strictWhy} {
+	for _, w := range []string{m.restartWhy, m.checkWhy} {
 		if w != "" {
 			whys = append(whys, w)
 		}
@@ -214,7 +292,7 @@ func (m *master) refence(now time.Time, news bool) {
 		m.fencedFrom, news = now, true
 	}
 	at := m.fencedUntil
-	if m.strictWhy != "" && !m.recheckAt.IsZero() && (at.IsZero() || m.recheckAt.Before(at)) {
+	if m.checkWhy != "" && !m.recheckAt.IsZero() && (at.IsZero() || m.recheckAt.Before(at)) {
 		at = m.recheckAt
 	}
 	if !at.IsZero() {
@@ -241,7 +319,7 @@ func (m *master) fenceTimerFired(gen uint64) {
 		return
 	}
 	now := m.policy.clock.Now()
-	if m.strictWhy != "" && !m.recheckAt.IsZero() && !now.Before(m.recheckAt) {
+	if m.checkWhy != "" && !m.recheckAt.IsZero() && !now.Before(m.recheckAt) {
 		m.recheckAt = time.Time{}
 		m.recheck.Store(true)
 	}

@@ -280,9 +280,10 @@ func TestReleasesReachAFencedMaster(t *testing.T) {
 	eventuallyHolders(t, servers, name, 0, "released everywhere, the fenced master too")
 }
 
-// TestReplicaPromotedIsFenced: a master that changed replication id while the
-// Client was away (a replica promoted in its place, here in place) is fenced;
-// while it was a replica, it was reported.
+// TestReplicaPromotedIsFenced: a replica never counts (its writes fail
+// anyway); it is checked again every 5s, on the live connection, and once it
+// is promoted (a new replication id that continues its master's) the restart
+// fence keeps it out for the fence length: it may lack keys its master had.
 func TestReplicaPromotedIsFenced(t *testing.T) {
 	primary := distlocktest.NewServer(t)
 	replica := distlocktest.NewServer(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(primary.Addr(), "127.0.0.1:"))
@@ -292,31 +293,69 @@ func TestReplicaPromotedIsFenced(t *testing.T) {
 	c := newClient(t, []string{replica.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
 	m := newMutex(t, c, lockName(t))
 	_, err := m.TryLock(context.Background())
-	require.Error(t, err)
-	ev := log.waitFor(t, distlock.EventMasterWarning, replica.Addr())
-	assert.Contains(t, ev.Err.Error(), "is a replica")
-	clk.Add(defaultFence) // past the first-contact fence
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	assert.Contains(t, err.Error(), "is a replica")
+	log.waitForErr(t, distlock.EventMasterFenced, replica.Addr(), "is a replica")
+	clk.Add(defaultFence) // past the first-contact fence; the recheck is due
+	_, err = m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced, "checked again: still a replica")
+	assert.Contains(t, err.Error(), "is a replica")
 
 	_, err = replica.Do("REPLICAOF", "NO", "ONE")
 	require.NoError(t, err)
-	_, err = replica.Do("CLIENT", "KILL", "TYPE", "normal") // the Client reconnects and checks again
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		for _, ev := range log.of(distlock.EventMasterFenced) {
-			if strings.Contains(ev.Err.Error(), "replication id changed") {
-				return true
-			}
-		}
-		_, _ = m.TryLock(context.Background()) // traffic, so that the Client reconnects
-		return false
-	}, 10*time.Second, 10*time.Millisecond)
+	connects := c.Stats().Masters[0].RoundTrips
+	clk.Add(5 * time.Second) // the next recheck
 	_, err = m.TryLock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	assert.Contains(t, err.Error(), "replication id changed")
+	assert.NotContains(t, err.Error(), "is a replica")
+	assert.Greater(t, c.Stats().Masters[0].RoundTrips, connects, "checked on the live connection")
 	clk.Add(defaultFence)
 	log.waitFor(t, distlock.EventMasterUnfenced, replica.Addr())
 	lease, err := m.TryLock(context.Background())
 	require.NoError(t, err)
 	require.NoError(t, lease.Unlock(context.Background()))
+}
+
+// TestDemotedAndPromotedOnALiveConnection: a master demoted to a replica
+// (a full sync replaces its data, the lock key with it) and promoted again,
+// on the Client's open connection: the READONLY replies in between have the
+// Client check it again, and the promotion fences it, so the lock its
+// holder still holds is not granted again (found by review).
+func TestDemotedAndPromotedOnALiveConnection(t *testing.T) {
+	a := distlocktest.NewServer(t)
+	b := distlocktest.NewServer(t)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, []string{a.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	name := lockName(t)
+	m := newMutex(t, c, name, distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
+	passFirstContact(t, c, &log, clk, []string{a.Addr()}, fenceFor(time.Minute))
+	l1, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+
+	_, err = a.Do("REPLICAOF", "127.0.0.1", strings.TrimPrefix(b.Addr(), "127.0.0.1:"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		v, err := a.Do("INFO", "replication")
+		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up")
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = m.TryLock(context.Background()) // traffic while a replica: READONLY
+	require.Error(t, err)
+	_, err = a.Do("REPLICAOF", "NO", "ONE")
+	require.NoError(t, err)
+	require.Equal(t, 0, holders(t, []*distlocktest.Server{a}, name), "the sync flushed the lock key")
+
+	// Still fenced as the replica it was last seen as (if the idle check
+	// ran before the READONLY), or fenced for the promotion.
+	_, err = m.TryLock(context.Background())
+	require.Error(t, err, "a second holder while l1 (TTL 1m) is valid until %v", l1.Until())
+	assert.ErrorIs(t, err, distlock.ErrMasterFenced)
+	clk.Add(5 * time.Second) // a replica's recheck is due
+	_, err = m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	assert.Contains(t, err.Error(), "replication id changed")
+	log.waitForErr(t, distlock.EventMasterFenced, a.Addr(), "replication id changed")
 }
 
 // waitReplicating waits until primary has a replica online.
@@ -487,4 +526,69 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestIdentityCheckedAfterIdle: with no traffic while the master was demoted
+// and promoted again (no READONLY to notice), the first batch after an idle
+// second is preceded by INFO on the live connection, which sees the new
+// replication id: the lock the holder still holds is not granted again.
+func TestIdentityCheckedAfterIdle(t *testing.T) {
+	a := distlocktest.NewServer(t)
+	b := distlocktest.NewServer(t)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, []string{a.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	name := lockName(t)
+	m := newMutex(t, c, name, distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
+	passFirstContact(t, c, &log, clk, []string{a.Addr()}, fenceFor(time.Minute))
+	_, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+	last := time.Now()
+
+	_, err = a.Do("REPLICAOF", "127.0.0.1", strings.TrimPrefix(b.Addr(), "127.0.0.1:"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		v, err := a.Do("INFO", "replication")
+		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up")
+	}, 10*time.Second, 10*time.Millisecond)
+	_, err = a.Do("REPLICAOF", "NO", "ONE")
+	require.NoError(t, err)
+	require.Equal(t, 0, holders(t, []*distlocktest.Server{a}, name), "the sync flushed the lock key")
+	time.Sleep(time.Until(last.Add(1200 * time.Millisecond))) // an idle second
+
+	_, err = m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced, "the lock must not be granted again")
+	assert.Contains(t, err.Error(), "replication id changed")
+}
+
+// TestBacklogFreedIsNoPromotion: a master frees its replication backlog
+// (and takes a new replication id with no history) when its last replica has
+// been gone for repl-backlog-ttl; its data did not change, so it is not
+// fenced (found by review).
+func TestBacklogFreedIsNoPromotion(t *testing.T) {
+	p := distlocktest.NewServer(t, "--repl-backlog-ttl", "1")
+	r := distlocktest.NewServer(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(p.Addr(), "127.0.0.1:"))
+	waitReplicating(t, p)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, []string{p.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	passFirstContact(t, c, &log, clk, []string{p.Addr()}, defaultFence)
+	replid := func() string {
+		v, err := p.Do("INFO", "replication")
+		require.NoError(t, err)
+		for _, l := range strings.Split(string(v.([]byte)), "\r\n") {
+			if id, ok := strings.CutPrefix(l, "master_replid:"); ok {
+				return id
+			}
+		}
+		return ""
+	}
+	before := replid()
+	require.NoError(t, r.Kill())
+	require.Eventually(t, func() bool { return replid() != before }, 15*time.Second, 100*time.Millisecond, "the backlog is freed")
+	time.Sleep(1200 * time.Millisecond) // an idle second: the next batch checks the master
+	lease, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
+	require.NoError(t, err, "not fenced: its data did not change")
+	require.NoError(t, lease.Unlock(context.Background()))
+	assert.Len(t, log.of(distlock.EventMasterFenced), 1, "only the first contact's fence")
 }

@@ -54,8 +54,9 @@ const (
 	// EventMasterUnfenced: a fenced master counts again; Duration is how
 	// long it was fenced.
 	EventMasterUnfenced
-	// EventMasterWarning: a master failed a check on a new connection (see
-	// WithStrictMasters) and counts anyway; Err says what is wrong.
+	// EventMasterWarning: a master failed a check (see WithStrictMasters)
+	// and counts anyway; Err says what is wrong. It is reported on every
+	// new connection and when the master's problems change.
 	EventMasterWarning
 )
 

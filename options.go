@@ -122,21 +122,27 @@ func WithClock(clk clock.Clock) ClientOption {
 // restarted or was promoted: give the longest TTL (plus its drift) that any
 // process uses for locks on these masters, when it is longer than this
 // Client's own. The Client learns each master's identity (run id,
-// replication id) and uptime with INFO on every new connection. A master
-// whose identity changed since the last connection (a restart, a replica
-// promoted in its place) is fenced for the fence length from then, and one
-// that started less than the fence length before the first connection, for
-// what is left of it: meanwhile it does not count toward any quorum (acquire,
+// replication id) and uptime with INFO on every new connection, and on the
+// open connection before the first request after an idle second or after a
+// reply that says the server is not a writable master (READONLY,
+// MASTERDOWN, LOADING). A master whose identity changed since the last
+// check (a restart, a replica promoted in its place, a master demoted and
+// promoted again) is fenced for the fence length from then, and one that
+// started less than the fence length before the first connection, for what
+// is left of it: meanwhile it does not count toward any quorum (acquire,
 // extend, fencing, the typed layers' writes); requests to it fail with an
 // error matching ErrMasterFenced, and releases are still sent. This is the
 // "delayed restart" of Redlock's analysis, kept by the client: a master that
 // lost its keys cannot grant a lock that a holder still holds on other
 // masters. The fence length is the longest of d and the TTL plus drift of
-// every lock this Client has made. Limits: a replica promoted before the
-// Client's first connection to it, a restart that changes neither the
-// run id nor the uptime (a snapshot of the server's memory restored in
-// place), and a proxy that moves open connections to another server
-// instead of closing them, are not detected. Default: DefaultTTL plus its default drift.
+// every lock this Client has made. A replica never counts (its writes fail
+// anyway); it is checked again every 5 s. Limits: a replica promoted before
+// the Client's first connection to it; a change between two requests less
+// than a second apart, with no failed request between them; a restart that
+// changes neither the run id nor the uptime (a snapshot of the server's
+// memory restored in place); and a master whose INFO is refused (ACL,
+// renamed command, a proxy without it), which is reported (see
+// WithStrictMasters) but cannot be fenced. Default: DefaultTTL plus its default drift.
 // Negative is an error. It turns the fence on again after
 // WithoutRestartFence.
 func WithRestartFence(d time.Duration) ClientOption {
@@ -160,12 +166,14 @@ func WithoutRestartFence() ClientOption {
 // keys (any policy but noeviction, when maxmemory is set: lock keys carry a
 // TTL, so every volatile-* policy can pick them). A master whose INFO is
 // refused (renamed, or forbidden by ACL) cannot be checked and fails too.
-// By default a master that fails a check counts, and each failure is
-// reported on every new connection as an EventMasterWarning (logged at
-// Warn). With WithStrictMasters it is fenced instead (requests fail with an
-// error matching ErrMasterFenced, naming the check) and checked again on a
-// new connection every 5 s. CONFIG is not used: it is often renamed or
-// forbidden, and INFO gives what the checks need.
+// By default a master that fails a check counts (but a replica, which
+// never does), and each failure is reported on every new connection and
+// when it changes, as an EventMasterWarning (logged at Warn). With
+// WithStrictMasters it is fenced instead (requests fail with an error
+// matching ErrMasterFenced, naming the check) until a check passes: it is
+// checked again before the first request once 5 s have passed. CONFIG is
+// not used: it is often renamed or forbidden, and INFO gives what the checks
+// need.
 func WithStrictMasters() ClientOption {
 	return func(c *clientConfig) { c.strictMasters = true }
 }

@@ -25,6 +25,9 @@ const (
 	inflightBatches = 1024
 	// maxDeferred bounds the releases kept for a master that is down.
 	maxDeferred = 1 << 16
+	// idleCheckAfter: the first batch after this long without one is
+	// preceded by a check of the master's identity (see checkLive).
+	idleCheckAfter = time.Second
 	// Probes of a suspected master start at probeMin apart and back off to probeMax.
 	probeMin = 20 * time.Millisecond
 	probeMax = time.Second
@@ -122,8 +125,8 @@ type master struct {
 
 	// The restart fence (masterfence.go). fenced is non-nil while the
 	// master does not count: the writer fails every command but releases
-	// with it. recheck: drop the connection before the next batch, so
-	// that a new one checks the master again.
+	// with it. recheck: check the master again (INFO) before the next
+	// batch.
 	fenced  atomic.Pointer[error]
 	recheck atomic.Bool
 
@@ -147,7 +150,8 @@ type master struct {
 	runID, replID string
 	fencedUntil   time.Time // the end of the restart fence; zero: none
 	restartWhy    string    // why the restart fence holds
-	strictWhy     string    // the failed checks that fence it (WithStrictMasters)
+	checkWhy      string    // the failed checks that fence it (a replica; WithStrictMasters)
+	warned        string    // the problems last reported
 	recheckAt     time.Time // when to check a strictly fenced master again
 	fencedFrom    time.Time // when the fence began
 	fenceGen      uint64    // the fence's timer generation
@@ -439,7 +443,7 @@ func (m *master) writeLoop() {
 			m.failAll(batch, notSentError{err})
 			continue
 		}
-		if p != nil && (p.isDead() || m.recheck.Swap(false)) {
+		if p != nil && p.isDead() {
 			p.stop()
 			p = nil
 		}
@@ -448,6 +452,18 @@ func (m *master) writeLoop() {
 			if p, err = m.connect(); err != nil {
 				m.markDown(err)
 				m.failAll(batch, notSentError{cmp.Or(m.downErr(), err)})
+				continue
+			}
+		}
+		// On a live connection, check the master again when a reply said
+		// its role changed, or a strict recheck is due, or after an idle
+		// spell, before anything else reaches it.
+		if m.recheck.Swap(false) || time.Since(p.lastWrite) > idleCheckAfter {
+			if err := m.checkLive(p); err != nil {
+				m.markDown(err)
+				m.failAll(batch, cmp.Or(m.downErr(), err))
+				p.stop()
+				p = nil
 				continue
 			}
 		}
@@ -492,11 +508,12 @@ func (m *master) connect() (*pipe, error) {
 		return nil, err
 	}
 	p := &pipe{
-		conn: conn,
-		sent: make(chan []*command, inflightBatches),
-		free: make(chan []*command, inflightBatches),
-		dead: make(chan struct{}),
-		done: make(chan struct{}),
+		conn:      conn,
+		lastWrite: time.Now(),
+		sent:      make(chan []*command, inflightBatches),
+		free:      make(chan []*command, inflightBatches),
+		dead:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	p.needLoad.Store(true)
 	m.scripts.Store(false)
@@ -508,13 +525,14 @@ func (m *master) connect() (*pipe, error) {
 // pipe is one pipelined connection: the writer sends and flushes batches,
 // the reader receives their replies in order.
 type pipe struct {
-	conn     redis.Conn
-	sent     chan []*command       // flushed batches, in order, awaiting replies
-	free     chan []*command       // batches the reader is done with, for reuse
-	dead     chan struct{}         // closed by the reader when the connection failed
-	done     chan struct{}         // closed when the reader exits
-	needLoad atomic.Bool           // send SCRIPT LOAD before the next batch
-	loadErr  atomic.Pointer[error] // why the last SCRIPT LOAD failed; nil when it worked
+	conn      redis.Conn
+	sent      chan []*command       // flushed batches, in order, awaiting replies
+	free      chan []*command       // batches the reader is done with, for reuse
+	dead      chan struct{}         // closed by the reader when the connection failed
+	done      chan struct{}         // closed when the reader exits
+	lastWrite time.Time             // when the writer last wrote (or connected); only the writer uses it
+	needLoad  atomic.Bool           // send SCRIPT LOAD before the next batch
+	loadErr   atomic.Pointer[error] // why the last SCRIPT LOAD failed; nil when it worked
 }
 
 // batchSlice returns an empty slice for a batch, reused when one is free.
@@ -556,6 +574,7 @@ func (p *pipe) write(m *master, batch []*command) error {
 	if err := p.conn.Flush(); err != nil {
 		return err
 	}
+	p.lastWrite = time.Now()
 	m.flushes.Add(1)
 	select {
 	case p.sent <- batch:
@@ -599,6 +618,9 @@ func (p *pipe) readLoop(m *master) {
 			}
 			if err != nil && errors.Is(classifyErr(err), ErrPermanent) {
 				m.failed(err) // answered, but with a failure retrying cannot fix
+			}
+			if err != nil && isRoleChange(err) {
+				m.recheck.Store(true) // its identity may have changed: check before the next batch
 			}
 			if err != nil && isNoScript(err) {
 				// The scripts were flushed from the server. Reload them

@@ -193,11 +193,9 @@ func (r *renewer) extended(w *watch, until, basis time.Time, missing []int) bool
 	if w.index < 0 {
 		return false
 	}
-	w.lease.renewed(until, basis)
+	until = w.lease.renewed(until, basis)
 	cfg := &w.m.cfg
-	if d := until.Add(-cfg.safetyMargin()); d.After(w.deadline) {
-		w.deadline = d
-	}
+	w.deadline = until.Add(-cfg.safetyMargin())
 	if !cfg.noRenewal {
 		w.renewAt = until.Add(cfg.drift() - cfg.ttl + cfg.interval())
 	}
@@ -323,7 +321,7 @@ func (r *renewer) loop() {
 			inbox[i] = reply{} // let the round be collected
 		}
 		now := r.clk.Now()
-		if len(r.heap) > 0 {
+		if len(r.heap) > 0 && r.c.watchSuspend {
 			r.checkSuspend(now)
 		} else {
 			r.checkedAt = time.Time{}
@@ -337,8 +335,11 @@ func (r *renewer) loop() {
 		r.armedAt = time.Time{}
 		if len(r.heap) > 0 {
 			at := r.heap[0].next()
-			// Wake for the next check for a suspend too (not reported).
-			timer.Reset(min(at.Sub(now), suspendCheckEvery))
+			wait := at.Sub(now)
+			if r.c.watchSuspend {
+				wait = min(wait, suspendCheckEvery) // the next check for a suspend (not reported)
+			}
+			timer.Reset(wait)
 			fire, r.armedAt = timer.C, at
 			if r.armed != nil {
 				r.armed(at, r.inflight)
@@ -477,8 +478,7 @@ func (r *renewer) count(rd *renewRound, idx int, val any, err error) {
 		until, now := r.c.settled(rd.t0.Add(cfg.ttl-cfg.drift()), rd.t0)
 		if now.Before(until) {
 			rd.won = true // heal the masters that answer "missing" late too
-			w.lease.renewed(until, now)
-			w.deadline = until.Add(-cfg.safetyMargin())
+			w.deadline = w.lease.renewed(until, now).Add(-cfg.safetyMargin())
 			w.renewAt = rd.t0.Add(cfg.interval())
 			w.lastErr = nil
 			r.heal(w, missing(t))

@@ -79,7 +79,7 @@ func (r *renewer) checkSuspend(now time.Time) {
 		if jump == 0 {
 			continue
 		}
-		w.deadline = w.deadline.Add(-jump)
+		w.deadline = until.Add(-w.m.cfg.safetyMargin())
 		if !now.Before(w.deadline) {
 			r.loseLocked(w, fmt.Errorf("its validity ran out while the host was suspended for %v (the wall clock moved that much more than the monotonic clock); it ended at %v", jump, until))
 			continue
@@ -89,4 +89,12 @@ func (r *renewer) checkSuspend(now time.Time) {
 		}
 	}
 	heap.Init(&r.heap)
+}
+
+// maxTime returns the later of a and b.
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

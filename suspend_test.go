@@ -3,6 +3,7 @@ package distlock_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,8 +129,9 @@ func TestShortSuspendRevalidates(t *testing.T) {
 	require.NoError(t, lease.Unlock(context.Background()))
 }
 
-// TestSuspendDuringAcquire: a Lock whose round spans a suspend gets a lease
-// whose validity counts it.
+// TestSuspendBeforeNewLease: a wall-clock step of an hour (or an hour's
+// suspend) right after Lock leaves the new lease no validity, and Token
+// refuses it.
 func TestSuspendBeforeNewLease(t *testing.T) {
 	servers := distlocktest.NewServers(t, 1)
 	sc := &suspendClock{Mock: clock.NewMock()}
@@ -142,4 +144,36 @@ func TestSuspendBeforeNewLease(t *testing.T) {
 	assert.True(t, lease.Until().Before(t0), "Until %v", lease.Until())
 	_, err = lease.Token(context.Background())
 	require.ErrorIs(t, err, distlock.ErrNotHeld, "no fencing token for a lease that ran out")
+}
+
+// TestSuspendDuringRenewalCountedOnce: a suspend while an extension round is
+// in flight, longer than the renewal interval, is taken off once: the
+// round's validity and the lease's are both settled for it (found by
+// review: it was counted twice and the lease was lost).
+func TestSuspendDuringRenewalCountedOnce(t *testing.T) {
+	sc := &suspendClock{Mock: clock.NewMock()}
+	_, proxies, c := proxied(t, 3, distlock.WithClock(sc), distlock.WithMasterTimeout(5*time.Second))
+	var inflight atomic.Int64
+	distlock.SetRenewHook(c, func(_ time.Time, n int) { inflight.Store(int64(n)) })
+	ttl := 30 * time.Second
+	lease, err := newMutex(t, c, lockName(t), distlock.WithTTL(ttl), distlock.WithDrift(0, 0), distlock.WithRenewalMargin(time.Second)).Lock(context.Background())
+	require.NoError(t, err)
+	// Master 0 answers at once (before the suspend), master 1 after it
+	// (its reply decides the round), master 2 late.
+	proxies[1].SetLatency(500 * time.Millisecond)
+	proxies[2].SetLatency(3 * time.Second)
+	for i := 0; i < 10; i++ {
+		time.Sleep(20 * time.Millisecond)
+		sc.Add(time.Second)
+	}
+	require.Eventually(t, func() bool { return inflight.Load() == 1 }, 2*time.Second, time.Millisecond)
+	time.Sleep(150 * time.Millisecond)
+	sc.Suspend(15 * time.Second)
+	sc.Add(time.Millisecond)
+	time.Sleep(2 * time.Second)
+	t.Logf("now %v until %v err %v rounds %d", sc.Now(), lease.Until(), lease.Err(), distlock.RenewalRounds(lease))
+	// The extension succeeded at t0=10s: valid until 10s+30s-15s = 25s (mono), now is 10.001s.
+	require.NoError(t, lease.Err(), "lease lost though its extension left 15s of validity")
+	assert.True(t, lease.Until().Equal(time.Unix(25, 0)), "valid until 10s+30s-15s, as the monotonic clock counts: %v", lease.Until())
+	require.NoError(t, lease.Unlock(context.Background()))
 }
