@@ -30,8 +30,9 @@ type Client struct {
 	quorum  int
 	clock   clock.Clock
 	wall    wallClock // the clock's wall readings, when it gives them (tests); nil for the real clock
-	// watchSuspend: the clock can tell a suspend (its times carry monotonic
-	// readings, or it gives wall readings), so the watchdog checks for one.
+	// watchSuspend: the clock can tell a suspend (the real clock, whose
+	// times carry monotonic readings, or one that gives wall readings; not a
+	// mock), so leases and the watchdog check for one.
 	watchSuspend bool
 	timeout      time.Duration // the master timeout
 	owned        []*redis.Pool // pools built by NewClient, closed by Close
@@ -128,8 +129,8 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 func newClient(cfg *clientConfig, n int) *Client {
 	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg), rounds: newRoundPool(n)}
 	c.wall, _ = cfg.clock.(wallClock)
-	now := cfg.clock.Now()
-	c.watchSuspend = c.wall != nil || now != now.Round(0)
+	_, settable := cfg.clock.(interface{ Set(time.Time) }) // a mock, whose times carry no monotonic reading
+	c.watchSuspend = c.wall != nil || !settable
 	c.policy = &fencePolicy{off: cfg.fenceOff, strict: cfg.strictMasters, least: cfg.restartFence, clock: cfg.clock}
 	c.renewer, c.notifier = newRenewer(c), newNotifier(c)
 	c.obs.start()

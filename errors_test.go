@@ -430,8 +430,9 @@ func TestPermanentWithDownMaster(t *testing.T) {
 	assert.Less(t, time.Since(start), 5*time.Second)
 }
 
-// TestReplicaIsPermanent: a master address that points at a read-only
-// replica refuses every write (READONLY): with a quorum of them, Lock stops.
+// TestReplicaIsPermanent: a master address that points at a replica never
+// counts (it would refuse every write with READONLY); its fence is a
+// permanent failure, so with a quorum of them Lock stops.
 func TestReplicaIsPermanent(t *testing.T) {
 	primary := distlocktest.NewServer(t)
 	host, port, _ := strings.Cut(primary.Addr(), ":")
@@ -442,7 +443,8 @@ func TestReplicaIsPermanent(t *testing.T) {
 		return err
 	})
 	assert.ErrorIs(t, err, distlock.ErrPermanent)
-	assert.ErrorContains(t, err, "READONLY")
+	assert.ErrorIs(t, err, distlock.ErrMasterFenced, "a replica does not count: nothing is sent to it")
+	assert.ErrorContains(t, err, "is a replica")
 }
 
 // TestOutOfMemoryIsTransient: a master out of memory (noeviction) refuses

@@ -111,7 +111,10 @@ func (e *ending) end(err error) bool {
 // nil if the Client was closed meanwhile. touched: see Lease.touched.
 func newLease(m *Mutex, token any, until time.Time, touched uint64) *Lease {
 	acquired := until.Add(m.cfg.drift() - m.cfg.ttl)
-	until, basis := m.client.settled(until, acquired)
+	basis := acquired
+	if m.client.watchSuspend {
+		until, basis = m.client.settled(until, acquired)
+	}
 	l := &Lease{mutex: m, token: token, until: until, basis: basis, acquired: acquired, touched: touched}
 	if !m.client.renewer.add(l) {
 		return nil
@@ -131,7 +134,10 @@ func (l *Lease) Name() string { return l.mutex.name }
 // forward.
 func (l *Lease) Until() time.Time {
 	c := l.mutex.client
-	now := c.clock.Now()
+	var now time.Time
+	if c.watchSuspend {
+		now = c.clock.Now()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.until.Add(-c.suspended(l.basis, now))

@@ -234,9 +234,11 @@ func (m *master) learn(mi masterInfo, problems []problem, newConn bool) {
 		m.runID, m.replID = mi.runID, mi.replID
 	}
 	var fencing, warnings []string
+	m.checkPermanent = false
 	for _, p := range problems {
 		switch {
 		case p.fence:
+			m.checkPermanent = true // like READONLY: retrying the round cannot fix it
 			fencing = append(fencing, p.text+" (it does not count until a check finds it a master)")
 		case f.strict:
 			fencing = append(fencing, p.text+" (WithStrictMasters: it does not count until a check passes)")
@@ -287,6 +289,9 @@ func (m *master) refence(now time.Time, news bool) {
 		return
 	}
 	err := fmt.Errorf("%w: %s %s", ErrMasterFenced, m.addr, strings.Join(whys, "; "))
+	if m.checkWhy != "" && m.checkPermanent {
+		err = fmt.Errorf("%w: %w", ErrPermanent, err)
+	}
 	ns := error(notSentError{err})
 	if m.fenced.Swap(&ns) == nil {
 		m.fencedFrom, news = now, true

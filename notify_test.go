@@ -236,11 +236,12 @@ func TestHeadBehindLocalHolderWaits(t *testing.T) {
 	r := recv(t, second, "the second Lock")
 	require.NoError(t, r.err)
 	silent(t, third, 300*time.Millisecond, "the third Lock while the second holds")
-	// Events are delivered on the observer's goroutine: give it a moment.
-	time.Sleep(100 * time.Millisecond)
 	// The first Lock: one round. The second: refused twice (the first
 	// round, and the one right after it subscribed), then one when the
-	// first released. The third: none yet.
+	// first released. The third: none yet. Events are delivered on the
+	// observer's goroutine: wait for them (bounded), then a moment more.
+	require.Eventually(t, func() bool { return rounds.Load() >= 4 }, 5*time.Second, time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	assert.Equal(t, int64(4), rounds.Load(), "no acquire round while the local holder holds")
 
 	require.NoError(t, r.lease.Unlock(ctx))

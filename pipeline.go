@@ -147,15 +147,16 @@ type master struct {
 	late []*command
 	// The identity learnt on the last connection, and the fence
 	// (masterfence.go).
-	runID, replID string
-	fencedUntil   time.Time // the end of the restart fence; zero: none
-	restartWhy    string    // why the restart fence holds
-	checkWhy      string    // the failed checks that fence it (a replica; WithStrictMasters)
-	warned        string    // the problems last reported
-	recheckAt     time.Time // when to check a strictly fenced master again
-	fencedFrom    time.Time // when the fence began
-	fenceGen      uint64    // the fence's timer generation
-	fenceTimer    *clock.Timer
+	runID, replID  string
+	fencedUntil    time.Time // the end of the restart fence; zero: none
+	restartWhy     string    // why the restart fence holds
+	checkWhy       string    // the failed checks that fence it (a replica; WithStrictMasters)
+	warned         string    // the problems last reported
+	checkPermanent bool      // checkWhy is permanent (a replica): ErrPermanent
+	recheckAt      time.Time // when to check a strictly fenced master again
+	fencedFrom     time.Time // when the fence began
+	fenceGen       uint64    // the fence's timer generation
+	fenceTimer     *clock.Timer
 }
 
 func newMaster(addr string, pool Pool, cfg *clientConfig, obs *observer, policy *fencePolicy) *master {

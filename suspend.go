@@ -42,6 +42,9 @@ func (c *Client) wallOf(t time.Time) time.Time {
 // is within noise: the time the host was suspended (or the wall clock
 // stepped forward) in between.
 func (c *Client) suspended(ref, now time.Time) time.Duration {
+	if !c.watchSuspend {
+		return 0
+	}
 	mono := now.Sub(ref)
 	jump := c.wallOf(now).Sub(c.wallOf(ref)) - mono
 	if jump > time.Millisecond+max(mono, 0)/1000 {
