@@ -11,7 +11,7 @@ import (
 // server and injects faults on demand. Its methods are safe for concurrent
 // use, and a change applies at once to open connections.
 type Proxy struct {
-	target string
+	target string // guarded by mu (SetTarget)
 	ln     net.Listener
 	wg     sync.WaitGroup
 
@@ -140,7 +140,8 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
-		server, err := net.DialTimeout("tcp", p.target, time.Second)
+		// The target is read under mu: SetTarget may move it.
+		server, err := net.DialTimeout("tcp", p.currentTarget(), time.Second)
 		if err != nil {
 			client.Close()
 			continue

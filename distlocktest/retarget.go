@@ -1,0 +1,20 @@
+package distlocktest
+
+// SetTarget points the proxy at another server, as a failover that moves a
+// master's address to its promoted replica does: new connections go to
+// addr, and every open connection is closed at once, so that the client
+// reconnects (to addr) instead of talking to the old server. The faults set
+// (latency, blackhole, dropped replies) stay as they are.
+func (p *Proxy) SetTarget(addr string) {
+	p.mu.Lock()
+	p.target = addr
+	p.mu.Unlock()
+	p.ResetConns()
+}
+
+// currentTarget returns the address new connections go to.
+func (p *Proxy) currentTarget() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.target
+}

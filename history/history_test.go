@@ -1,0 +1,104 @@
+//go:build linux
+
+package history
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+// ciParams is the profile of the faulted runs: K clients with a short TTL,
+// so that pauses past the lease happen; master 0 has a replica to fail over
+// to.
+func ciParams() params {
+	return params{
+		clients:       *flagClients,
+		ttl:           600 * time.Millisecond,
+		writes:        3,
+		gap:           2 * time.Millisecond,
+		idle:          5 * time.Millisecond,
+		masterTimeout: 150 * time.Millisecond,
+		lockWait:      2 * time.Second,
+		replicas:      []int{0},
+	}
+}
+
+// TestHistory runs the seeded fault schedule with K client processes and
+// checks the history (see the package doc). CI profile: one seed, 10s of
+// faults. With -long: -seeds seeds, -duration each (default 60s).
+func TestHistory(t *testing.T) {
+	seed := *flagSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano()) % 1_000_000_007
+	}
+	d := *flagDuration
+	seeds := 1
+	if *flagLong {
+		seeds = *flagSeeds
+		if d == 0 {
+			d = 60 * time.Second
+		}
+	}
+	if d == 0 {
+		d = 10 * time.Second
+	}
+	if *flagClients < 8 {
+		t.Logf("note: -clients %d (the brief asks for at least 8)", *flagClients)
+	}
+	for n := range seeds {
+		s := seed + uint64(n)
+		t.Run(fmt.Sprintf("seed=%d", s), func(t *testing.T) {
+			r := runHistory(t, ciParams(), func(c *cluster) { c.runFaults(s, d) })
+			t.Logf("seed %d, %v of faults, %d clients: %s", s, d, *flagClients, r.totals())
+			if r.failed() {
+				t.Errorf("seed %d: %d violations (replay: go test ./history -run 'TestHistory$' -seed %d -duration %v):\n%s",
+					s, len(r.violations), s, d, strings.Join(r.violations, "\n"))
+			}
+			if r.sections < 10 {
+				t.Errorf("seed %d: only %d critical sections ran: the run checked almost nothing", s, r.sections)
+			}
+		})
+	}
+}
+
+// runHistory starts a cluster with p, lets the clients run while schedule
+// runs, heals, stops the clients and checks everything (checks 1 to 5). It
+// fails t only for a broken harness (a client that did not exit cleanly,
+// lines that are not events); violations are in the report.
+func runHistory(t *testing.T, p params, schedule func(c *cluster)) *report {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	c := newCluster(t, p)
+	c.startClients()
+	schedule(c)
+	// Every fault has been healed by the schedule; let the clients stop.
+	problems := c.stopClients(30 * time.Second)
+	for _, p := range problems {
+		t.Errorf("%s", p)
+	}
+	if len(c.bad) > 0 {
+		t.Errorf("client output that is not an event:\n%s", strings.Join(c.bad, "\n"))
+	}
+	left := c.leftKeys() // check 4: every client closed
+	accepted, refused := c.res.snapshot()
+	c.mu.Lock()
+	faults := append([]fault(nil), c.faults...)
+	c.mu.Unlock()
+	r := check(c.snapshot(), accepted, refused, faults)
+	r.faultsByKind = c.faultCounts()
+	if len(left) > 0 {
+		r.keysLeft = len(left)
+		r.violations = append(r.violations, "KEYS LEFT after every client closed:\n  "+strings.Join(left, "\n  "))
+	}
+	c.teardown()
+	// Check 5: nothing of the run is left in the parent.
+	if err := goleak.Find(ignore); err != nil {
+		r.leaks++
+		r.violations = append(r.violations, fmt.Sprintf("GOROUTINES LEFT in the parent: %v", err))
+	}
+	return r
+}
