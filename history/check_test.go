@@ -28,11 +28,33 @@ func (s *section) String() string {
 		s.c, s.sec, stamp(s.acq), stamp(s.end), stamp(s.unlock), stamp(s.loss), stamp(s.lastUntil), s.tok)
 }
 
+func (e event) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s client %d %-7s", stamp(e.T), e.C, e.Ev)
+	if e.Tok != 0 {
+		fmt.Fprintf(&b, " token %d", e.Tok)
+	}
+	if e.Until != 0 {
+		fmt.Fprintf(&b, " until %s", stamp(e.Until))
+	}
+	if e.Ev == evWres && e.Err == "" {
+		if e.OK {
+			b.WriteString(" accepted")
+		} else {
+			b.WriteString(" REFUSED (fenced)")
+		}
+	}
+	if e.Err != "" {
+		fmt.Fprintf(&b, " error: %s", e.Err)
+	}
+	return b.String()
+}
+
 // dump prints the section's events.
 func (s *section) dump(b *strings.Builder) {
 	fmt.Fprintf(b, "  %s\n", s)
 	for _, e := range s.events {
-		fmt.Fprintf(b, "    %s %-7s tok=%d until=%s ok=%v %s\n", stamp(e.T), e.Ev, e.Tok, stamp(e.Until), e.OK, e.Err)
+		fmt.Fprintf(b, "    %s\n", e)
 	}
 }
 
