@@ -24,8 +24,13 @@ func NewReplica(t testing.TB, master *Server) *Server {
 
 // ReplicaOf makes s a replica of master (REPLICAOF master's host and port)
 // and waits, at most 10 seconds, until its link to master is up and the
-// first sync is done. s loses its own data.
+// first sync is done. s loses its own data. It sets master's
+// repl-diskless-sync-delay to 0 (CONFIG SET), so that the first sync starts
+// at once instead of after redis' default 5 seconds.
 func (s *Server) ReplicaOf(master *Server) error {
+	if _, err := master.Do("CONFIG", "SET", "repl-diskless-sync-delay", "0"); err != nil {
+		return fmt.Errorf("distlocktest: CONFIG SET on %s: %w", master.Addr(), err)
+	}
 	host, port, _ := net.SplitHostPort(master.Addr())
 	if _, err := s.Do("REPLICAOF", host, port); err != nil {
 		return fmt.Errorf("distlocktest: REPLICAOF on %s: %w", s.Addr(), err)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -33,6 +34,7 @@ const (
 	envTimeout   = "DISTLOCK_HISTORY_MASTER_TIMEOUT"
 	envFenceOff  = "DISTLOCK_HISTORY_FENCE_OFF" // "1": distlock.WithoutRestartFence
 	envLockLimit = "DISTLOCK_HISTORY_LOCK_WAIT" // bound of one Lock call
+	envStall     = "DISTLOCK_HISTORY_STALL"     // one section in N stalls past its TTL between a check and its write (0: none)
 )
 
 // withoutRestartFence is distlock.WithoutRestartFence once the library has
@@ -62,6 +64,7 @@ const (
 	evUnlock   = "unlock"   // about to call Unlock: the section ends here
 	evLockFail = "lockfail" // Lock failed
 	evClosed   = "closed"   // Client.Close returned
+	evStall    = "stall"    // the holder stalls (a GC pause) between its check and its write
 )
 
 // TestHistoryClientProcess is one client of the history tests, run in a
@@ -89,6 +92,7 @@ type clientConfig struct {
 	idle     time.Duration
 	timeout  time.Duration
 	lockWait time.Duration
+	stall    int
 	fenceOff bool
 }
 
@@ -119,6 +123,7 @@ func clientFromEnv() (clientConfig, error) {
 	c.idle = dur(envIdle)
 	c.timeout = dur(envTimeout)
 	c.lockWait = dur(envLockLimit)
+	c.stall = num(envStall)
 	c.fenceOff = os.Getenv(envFenceOff) == "1"
 	return c, errors.Join(errs...)
 }
@@ -179,8 +184,13 @@ func runClient() error {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		cancel()
 	}()
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(cfg.id)))
 	for sec := 1; stop.Err() == nil; sec++ {
-		runSection(stop, cfg, m, rep, res, sec)
+		stallAt := -1
+		if cfg.stall > 0 && rng.IntN(cfg.stall) == 0 {
+			stallAt = rng.IntN(cfg.writes)
+		}
+		runSection(stop, cfg, m, rep, res, sec, stallAt)
 		select {
 		case <-stop.Done():
 		case <-time.After(cfg.idle):
@@ -191,8 +201,11 @@ func runClient() error {
 	return err
 }
 
-// runSection is one Lock, Token, writes, Unlock.
-func runSection(stop context.Context, cfg clientConfig, m *distlock.Mutex, rep *reporter, res *fencedConn, sec int) {
+// runSection is one Lock, Token, writes, Unlock. Before write number
+// stallAt (from 0; -1: none), after its check, the holder stalls for longer
+// than the TTL, as in a GC pause: its write then comes late, with its old
+// token, and the resource must refuse it once a later holder has written.
+func runSection(stop context.Context, cfg clientConfig, m *distlock.Mutex, rep *reporter, res *fencedConn, sec, stallAt int) {
 	lctx, lcancel := context.WithTimeout(stop, cfg.lockWait)
 	lease, err := m.Lock(lctx)
 	lcancel()
@@ -236,16 +249,26 @@ func runSection(stop context.Context, cfg clientConfig, m *distlock.Mutex, rep *
 		return
 	}
 	rep.emit(event{Ev: evToken, Sec: sec, Tok: tok})
-	for range cfg.writes {
+	for w := range cfg.writes {
 		select {
 		case <-time.After(cfg.gap):
 		case <-lease.Done():
 		}
 		now, until := wallUntil(lease)
-		if lease.Err() != nil || now >= until {
-			return // lost or expired: the section stops (the watcher reports the loss)
+		if err := lease.Err(); err != nil || now >= until {
+			// Lost or expired: the section stops. Report what the holder
+			// saw here (the watcher may not have reported it yet).
+			if err == nil {
+				err = fmt.Errorf("expired: now is past Until %s", time.Unix(0, until).UTC().Format("15:04:05.000000"))
+			}
+			rep.emit(event{Ev: evLoss, Sec: sec, T: now, Err: "seen before a write: " + err.Error()})
+			return
 		}
 		rep.emit(event{Ev: evWrite, Sec: sec, T: now, Tok: tok, Until: until})
+		if w == stallAt {
+			rep.emit(event{Ev: evStall, Sec: sec})
+			time.Sleep(cfg.ttl + cfg.ttl/2)
+		}
 		ok, err := res.write(tok, sec)
 		e := event{Ev: evWres, Sec: sec, Tok: tok, OK: ok}
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,7 @@ type params struct {
 	idle          time.Duration // between sections
 	masterTimeout time.Duration
 	lockWait      time.Duration
+	stall         int // one section in stall stalls past its TTL before a write (0: none)
 	fenceOff      bool
 	replicas      []int // masters that get a replica behind their proxy
 }
@@ -135,6 +137,7 @@ func (c *cluster) startClients() {
 			envIdle+"="+c.p.idle.String(),
 			envTimeout+"="+c.p.masterTimeout.String(),
 			envLockLimit+"="+c.p.lockWait.String(),
+			envStall+"="+strconv.Itoa(c.p.stall),
 		)
 		if c.p.fenceOff {
 			cmd.Env = append(cmd.Env, envFenceOff+"=1")
@@ -288,4 +291,27 @@ func (c *cluster) teardown() {
 			c.spare[i].Close()
 		}
 	}
+}
+
+// holding returns the clients that have acquired and not yet unlocked or
+// been told of a loss, in the events so far.
+func (c *cluster) holding() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	open := map[[2]int]bool{}
+	for _, e := range c.events {
+		k := [2]int{e.C, e.Sec}
+		switch e.Ev {
+		case evAcq:
+			open[k] = true
+		case evUnlock, evLoss, evTokFail:
+			delete(open, k)
+		}
+	}
+	var ids []int
+	for k := range open {
+		ids = append(ids, k[0])
+	}
+	sort.Ints(ids)
+	return ids
 }

@@ -19,10 +19,11 @@ func ciParams() params {
 		clients:       *flagClients,
 		ttl:           600 * time.Millisecond,
 		writes:        3,
-		gap:           2 * time.Millisecond,
+		gap:           10 * time.Millisecond,
 		idle:          5 * time.Millisecond,
 		masterTimeout: 150 * time.Millisecond,
 		lockWait:      2 * time.Second,
+		stall:         25,
 		replicas:      []int{0},
 	}
 }
@@ -72,11 +73,15 @@ func TestHistory(t *testing.T) {
 func runHistory(t *testing.T, p params, schedule func(c *cluster)) *report {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
+	t0 := time.Now()
 	c := newCluster(t, p)
 	c.startClients()
+	t1 := time.Now()
 	schedule(c)
+	t2 := time.Now()
 	// Every fault has been healed by the schedule; let the clients stop.
 	problems := c.stopClients(30 * time.Second)
+	t.Logf("start %v, schedule %v, clients stopped in %v", t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
 	for _, p := range problems {
 		t.Errorf("%s", p)
 	}

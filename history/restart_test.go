@@ -86,7 +86,7 @@ func restartSchedule(cycles int, stopEarly bool) func(c *cluster) {
 func (c *cluster) waitHeld(d time.Duration) ([]int, bool) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if c.inSection() {
+		if len(c.holding()) > 0 {
 			var holding []int
 			for i, s := range c.servers {
 				if v, err := s.Do("EXISTS", c.name); err == nil && v.(int64) == 1 {
@@ -100,22 +100,4 @@ func (c *cluster) waitHeld(d time.Duration) ([]int, bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return nil, false
-}
-
-// inSection reports whether some client has acquired and not yet unlocked
-// or been told of a loss, in the events so far.
-func (c *cluster) inSection() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	open := map[[2]int]bool{}
-	for _, e := range c.events {
-		k := [2]int{e.C, e.Sec}
-		switch e.Ev {
-		case evAcq:
-			open[k] = true
-		case evUnlock, evLoss, evTokFail:
-			delete(open, k)
-		}
-	}
-	return len(open) > 0
 }
