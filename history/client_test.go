@@ -37,10 +37,13 @@ const (
 	envStall     = "DISTLOCK_HISTORY_STALL"     // one section in N stalls past its TTL between a check and its write (0: none)
 )
 
-// withoutRestartFence is distlock.WithoutRestartFence once the library has
-// it (set in fenceoff_test.go); a client asked to run without the fence
-// fails when it is nil.
-var withoutRestartFence func() distlock.ClientOption
+// fenceOption returns the client option for the restart fence: off
+// (distlock.WithoutRestartFence), or on with the fence lasting the lock's
+// TTL plus drift (distlock.WithRestartFence(0): the default's floor is
+// DefaultTTL, far longer than the TTLs here). It is set in fenceoff_test.go
+// once the library has these options; while it is nil, clients run with
+// the library's default, and one asked to run without the fence fails.
+var fenceOption func(off bool) distlock.ClientOption
 
 // event is one line a client reports. Times are wall-clock Unix ns.
 type event struct {
@@ -159,11 +162,11 @@ func runClient() error {
 		return err
 	}
 	opts := []distlock.ClientOption{distlock.WithMasterTimeout(cfg.timeout), distlock.WithDialTimeout(cfg.timeout)}
-	if cfg.fenceOff {
-		if withoutRestartFence == nil {
-			return errors.New("fence off asked, but this build has no distlock.WithoutRestartFence (see fenceoff_test.go)")
-		}
-		opts = append(opts, withoutRestartFence())
+	switch {
+	case fenceOption != nil:
+		opts = append(opts, fenceOption(cfg.fenceOff))
+	case cfg.fenceOff:
+		return errors.New("fence off asked, but this build has no distlock.WithoutRestartFence (see fenceoff_test.go)")
 	}
 	c, err := distlock.NewClient(cfg.addrs, opts...)
 	if err != nil {

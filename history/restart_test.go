@@ -9,14 +9,14 @@ import (
 	"time"
 )
 
-// restartParams: two clients, a long TTL and long critical sections (15
-// writes 100ms apart), so that one holds the lock while the masters under
-// it restart.
+// restartParams: two clients, and critical sections (25 writes 80ms apart)
+// longer than the TTL, so that one holds the lock, renewed, while the
+// masters under it restart, and is told of the loss when it is lost.
 func restartParams(fenceOff bool) params {
 	return params{
 		clients:       2,
 		ttl:           1500 * time.Millisecond,
-		writes:        12,
+		writes:        25,
 		gap:           80 * time.Millisecond,
 		idle:          20 * time.Millisecond,
 		masterTimeout: 200 * time.Millisecond,
