@@ -33,6 +33,7 @@ type params struct {
 	masterTimeout time.Duration
 	lockWait      time.Duration
 	stall         int // one section in stall stalls past its TTL before a write (0: none)
+	masterStreams int // concurrent streams of master faults
 	fenceOff      bool
 	replicas      []int // masters that get a replica behind their proxy
 }
@@ -45,9 +46,10 @@ type cluster struct {
 	p    params
 	name string
 
-	// servers[i] is master i's server; spare[i] its replica, or nil. Only
-	// the master fault stream changes them while clients run.
+	// servers[i] is master i's server; spare[i] its replica, or nil. While
+	// clients run, only a master fault stream holding busy[i] uses them.
 	servers []*distlocktest.Server
+	busy    [masters]sync.Mutex
 	spare   []*distlocktest.Server
 	proxies [][]*distlocktest.Proxy // [client][master]
 	res     *resource

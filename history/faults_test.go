@@ -78,18 +78,23 @@ func between(r *rand.Rand, lo, hi time.Duration) time.Duration {
 	return lo + time.Duration(r.Int64N(int64(hi-lo)))
 }
 
-// runFaults runs the seeded schedule for d: one stream of master faults (at
-// most one master faulty at a time, so a quorum of masters stays up) and
-// one stream of link and client faults, each from its own generator seeded
-// by seed. Every fault is healed before it returns.
+// runFaults runs the seeded schedule for d: c.p.masterStreams streams of
+// master faults (each fault on one master, never two faults on one master
+// at once, so with two streams at most two of the five masters are down or
+// paused at a time) and one stream of link and client faults, each stream
+// from its own generator seeded by seed. Every fault is healed before it
+// returns.
 func (c *cluster) runFaults(seed uint64, d time.Duration) {
 	end := time.Now().Add(d)
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		c.masterFaults(rand.New(rand.NewPCG(seed, 1)), end)
-	}()
+	for n := range c.p.masterStreams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.masterFaults(rand.New(rand.NewPCG(seed, uint64(10+n))), end)
+		}()
+	}
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		c.linkFaults(rand.New(rand.NewPCG(seed, 2)), end)
@@ -103,19 +108,14 @@ func (c *cluster) masterFaults(r *rand.Rand, end time.Time) {
 		time.Sleep(between(r, 100*time.Millisecond, 700*time.Millisecond))
 		i := r.IntN(masters)
 		kind := kinds[r.IntN(len(kinds))]
-		if kind == fPromote {
-			// only a master with a replica behind it
-			var with []int
-			for j, s := range c.spare {
-				if s != nil {
-					with = append(with, j)
-				}
-			}
-			if len(with) == 0 {
-				kind = fRestartMaster
-			} else {
-				i = with[r.IntN(len(with))]
-			}
+		if kind == fPromote && len(c.p.replicas) > 0 {
+			i = c.p.replicas[r.IntN(len(c.p.replicas))] // a master with a replica behind it
+		}
+		if !c.busy[i].TryLock() {
+			continue // another stream's fault is on master i
+		}
+		if kind == fPromote && c.spare[i] == nil {
+			kind = fRestartMaster // no replica (none, or it failed to come back)
 		}
 		f := fault{Kind: kind, Start: time.Now().UnixNano()}
 		var err error
@@ -139,6 +139,7 @@ func (c *cluster) masterFaults(r *rand.Rand, end time.Time) {
 		case fPromote:
 			err = c.promote(i, r, &f)
 		}
+		c.busy[i].Unlock()
 		f.End = time.Now().UnixNano()
 		if err != nil {
 			f.Err = err.Error()

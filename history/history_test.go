@@ -13,7 +13,8 @@ import (
 
 // ciParams is the profile of the faulted runs: K clients with a short TTL,
 // so that pauses past the lease happen; master 0 has a replica to fail over
-// to.
+// to; two streams of master faults, so that two masters are down at times
+// (the most five masters tolerate).
 func ciParams() params {
 	return params{
 		clients:       *flagClients,
@@ -24,6 +25,7 @@ func ciParams() params {
 		masterTimeout: 150 * time.Millisecond,
 		lockWait:      2 * time.Second,
 		stall:         25,
+		masterStreams: 2,
 		replicas:      []int{0},
 	}
 }
@@ -85,8 +87,11 @@ func runHistory(t *testing.T, p params, schedule func(c *cluster)) *report {
 	for _, p := range problems {
 		t.Errorf("%s", p)
 	}
-	if len(c.bad) > 0 {
-		t.Errorf("client output that is not an event:\n%s", strings.Join(c.bad, "\n"))
+	c.mu.Lock()
+	bad := append([]string(nil), c.bad...)
+	c.mu.Unlock()
+	if len(bad) > 0 {
+		t.Errorf("client output that is not an event:\n%s", strings.Join(bad, "\n"))
 	}
 	left := c.leftKeys() // check 4: every client closed
 	accepted, refused := c.res.snapshot()
