@@ -40,10 +40,13 @@ const (
 // fenceOption returns the client option for the restart fence: off
 // (distlock.WithoutRestartFence), or on with the fence lasting the lock's
 // TTL plus drift (distlock.WithRestartFence(0): the default's floor is
-// DefaultTTL, far longer than the TTLs here). It is set in fenceoff_test.go
-// once the library has these options; while it is nil, clients run with
-// the library's default, and one asked to run without the fence fails.
-var fenceOption func(off bool) distlock.ClientOption
+// DefaultTTL, far longer than the TTLs here).
+func fenceOption(off bool) distlock.ClientOption {
+	if off {
+		return distlock.WithoutRestartFence()
+	}
+	return distlock.WithRestartFence(0)
+}
 
 // event is one line a client reports. Times are wall-clock Unix ns.
 type event struct {
@@ -162,12 +165,7 @@ func runClient() error {
 		return err
 	}
 	opts := []distlock.ClientOption{distlock.WithMasterTimeout(cfg.timeout), distlock.WithDialTimeout(cfg.timeout)}
-	switch {
-	case fenceOption != nil:
-		opts = append(opts, fenceOption(cfg.fenceOff))
-	case cfg.fenceOff:
-		return errors.New("fence off asked, but this build has no distlock.WithoutRestartFence (see fenceoff_test.go)")
-	}
+	opts = append(opts, fenceOption(cfg.fenceOff))
 	c, err := distlock.NewClient(cfg.addrs, opts...)
 	if err != nil {
 		return err

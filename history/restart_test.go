@@ -1,4 +1,4 @@
-//go:build linux && restartfence
+//go:build linux
 
 package history
 
