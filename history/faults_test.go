@@ -73,9 +73,9 @@ func (c *cluster) faultCounts() string {
 	return strings.TrimSpace(b.String())
 }
 
-// between returns a duration drawn uniformly from [lo, hi).
-func between(r *rand.Rand, lo, hi time.Duration) time.Duration {
-	return lo + time.Duration(r.Int64N(int64(hi-lo)))
+// span returns the duration at fraction u (in [0, 1)) of [lo, hi).
+func span(u float64, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(u*float64(hi-lo))
 }
 
 // runFaults runs the seeded schedule for d: c.p.masterStreams streams of
@@ -105,11 +105,12 @@ func (c *cluster) runFaults(seed uint64, d time.Duration) {
 func (c *cluster) masterFaults(r *rand.Rand, end time.Time) {
 	kinds := []string{fPauseMaster, fRestartMaster, fKillMaster, fPromote}
 	for time.Now().Before(end) {
-		time.Sleep(between(r, 100*time.Millisecond, 700*time.Millisecond))
-		i := r.IntN(masters)
-		kind := kinds[r.IntN(len(kinds))]
+		// Every step draws the same values whatever happens, so that a seed
+		// replays the same schedule.
+		gap, i, kind, pick, u1, u2 := r.Float64(), r.IntN(masters), kinds[r.IntN(len(kinds))], r.IntN(1<<20), r.Float64(), r.Float64()
+		time.Sleep(span(gap, 100*time.Millisecond, 700*time.Millisecond))
 		if kind == fPromote && len(c.p.replicas) > 0 {
-			i = c.p.replicas[r.IntN(len(c.p.replicas))] // a master with a replica behind it
+			i = c.p.replicas[pick%len(c.p.replicas)] // a master with a replica behind it
 		}
 		if !c.busy[i].TryLock() {
 			continue // another stream's fault is on master i
@@ -121,7 +122,7 @@ func (c *cluster) masterFaults(r *rand.Rand, end time.Time) {
 		var err error
 		switch kind {
 		case fPauseMaster:
-			hold := between(r, 100*time.Millisecond, 2*c.p.ttl)
+			hold := span(u1, 100*time.Millisecond, 2*c.p.ttl)
 			f.Detail = fmt.Sprintf("master %d for %v", i, hold.Round(time.Millisecond))
 			if err = c.servers[i].Pause(); err == nil {
 				time.Sleep(hold)
@@ -131,13 +132,13 @@ func (c *cluster) masterFaults(r *rand.Rand, end time.Time) {
 			f.Detail = fmt.Sprintf("master %d", i)
 			err = c.servers[i].Restart()
 		case fKillMaster:
-			down := between(r, 100*time.Millisecond, 2*c.p.ttl)
+			down := span(u1, 100*time.Millisecond, 2*c.p.ttl)
 			f.Detail = fmt.Sprintf("master %d down for %v", i, down.Round(time.Millisecond))
 			_ = c.servers[i].Kill()
 			time.Sleep(down)
 			err = c.servers[i].Start()
 		case fPromote:
-			err = c.promote(i, r, &f)
+			err = c.promote(i, u1, u2, &f)
 		}
 		c.busy[i].Unlock()
 		f.End = time.Now().UnixNano()
@@ -152,10 +153,10 @@ func (c *cluster) masterFaults(r *rand.Rand, end time.Time) {
 // ONE on the replica, point every client's proxy for i at it; later the old
 // master comes back, empty, as the new one's replica (ready for the next
 // failover, the other way).
-func (c *cluster) promote(i int, r *rand.Rand, f *fault) error {
+func (c *cluster) promote(i int, u1, u2 float64, f *fault) error {
 	old, rep := c.servers[i], c.spare[i]
 	_ = old.Kill()
-	gap := between(r, 0, 50*time.Millisecond) // the failover's detection time
+	gap := span(u1, 0, 50*time.Millisecond) // the failover's detection time
 	time.Sleep(gap)
 	if err := rep.Promote(); err != nil {
 		return err
@@ -165,7 +166,7 @@ func (c *cluster) promote(i int, r *rand.Rand, f *fault) error {
 	}
 	c.servers[i], c.spare[i] = rep, old
 	f.Detail = fmt.Sprintf("master %d: %s -> %s after %v", i, old.Addr(), rep.Addr(), gap.Round(time.Millisecond))
-	time.Sleep(between(r, 100*time.Millisecond, 500*time.Millisecond))
+	time.Sleep(span(u2, 100*time.Millisecond, 500*time.Millisecond))
 	if err := old.Start(); err != nil {
 		c.spare[i] = nil
 		return err
@@ -180,20 +181,19 @@ func (c *cluster) promote(i int, r *rand.Rand, f *fault) error {
 func (c *cluster) linkFaults(r *rand.Rand, end time.Time) {
 	kinds := []string{fLatency, fBlackhole, fPauseClient}
 	for time.Now().Before(end) {
-		time.Sleep(between(r, 50*time.Millisecond, 400*time.Millisecond))
-		k, i := r.IntN(len(c.clients)), r.IntN(masters)
-		kind := kinds[r.IntN(len(kinds))]
+		gap, k, i, kind, aim, pick, u1, u2 := r.Float64(), r.IntN(len(c.clients)), r.IntN(masters), kinds[r.IntN(3)], r.IntN(4), r.IntN(1<<20), r.Float64(), r.Float64()
+		time.Sleep(span(gap, 50*time.Millisecond, 400*time.Millisecond))
 		f := fault{Kind: kind, Start: time.Now().UnixNano()}
 		var err error
 		switch kind {
 		case fLatency:
-			lat, hold := between(r, time.Millisecond, c.p.ttl/3), between(r, 100*time.Millisecond, 1500*time.Millisecond)
+			lat, hold := span(u1, time.Millisecond, c.p.ttl/3), span(u2, 100*time.Millisecond, 1500*time.Millisecond)
 			f.Detail = fmt.Sprintf("client %d - master %d: %v for %v", k, i, lat.Round(time.Millisecond), hold.Round(time.Millisecond))
 			c.proxies[k][i].SetLatency(lat)
 			time.Sleep(hold)
 			c.proxies[k][i].SetLatency(0)
 		case fBlackhole:
-			hold := between(r, 100*time.Millisecond, 2*c.p.ttl)
+			hold := span(u1, 100*time.Millisecond, 2*c.p.ttl)
 			f.Detail = fmt.Sprintf("client %d - master %d for %v", k, i, hold.Round(time.Millisecond))
 			c.proxies[k][i].SetBlackhole(true)
 			time.Sleep(hold)
@@ -201,10 +201,10 @@ func (c *cluster) linkFaults(r *rand.Rand, end time.Time) {
 		case fPauseClient:
 			// Three times in four, the client in a critical section, if
 			// any: Kleppmann's pause hits a holder.
-			if h := c.holding(); len(h) > 0 && r.IntN(4) != 0 {
-				k = h[r.IntN(len(h))]
+			if h := c.holding(); len(h) > 0 && aim != 0 {
+				k = h[pick%len(h)]
 			}
-			hold := c.p.ttl + between(r, 50*time.Millisecond, c.p.ttl)
+			hold := c.p.ttl + span(u1, 50*time.Millisecond, c.p.ttl)
 			f.Detail = fmt.Sprintf("client %d for %v", k, hold.Round(time.Millisecond))
 			if err = c.clients[k].pause(); err == nil {
 				time.Sleep(hold)

@@ -21,15 +21,30 @@
 //
 //	go test ./history -run 'TestHistory$' -long -seeds 20 -duration 60s -timeout 0
 //
+// (Makefile: `history: redis` then `go test -count=1 ./history -run
+// 'TestHistory$$' -long -seeds 20 -duration 60s -timeout 0`.)
+//
 // A failing run prints its seed; replay it with
 //
 //	go test ./history -run 'TestHistory$' -seed N [-duration D]
+//
+// A seed replays the schedule: the same faults, on the same masters, links
+// and clients, for the same durations (a client pause aims at whichever
+// client holds the lock at that moment). The clients' timing against it
+// differs from run to run, so a violation may need a few replays.
 //
 // TestHistoryRestartFence shows that the checker can fail: with the
 // client's restart fence off (distlock.WithoutRestartFence), restarting the
 // masters that hold the lock one after the other lets a second client in
 // while the first still holds it, and the checker must find that double
 // grant; with the fence on (the default) the same schedule must show none.
+// TestCheckerFinds feeds the checker made-up histories with each kind of
+// violation.
+//
+// The clients run with distlock.WithRestartFence(0): the fence lasts their
+// lock's TTL plus drift, as the library's rule says, instead of the default
+// floor of DefaultTTL, which would keep every restarted master out of a
+// sub-second-TTL run for ten seconds.
 package history
 
 import (
