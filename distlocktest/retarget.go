@@ -4,7 +4,9 @@ package distlocktest
 // master's address to its promoted replica does: new connections go to
 // addr, and every open connection is closed at once, so that the client
 // reconnects (to addr) instead of talking to the old server. The faults set
-// (latency, blackhole, dropped replies) stay as they are.
+// (latency, blackhole, dropped replies) stay as they are. A connection that
+// the proxy was setting up while SetTarget ran may still reach the old
+// server: for a failover, kill the old server first, as a real one is dead.
 func (p *Proxy) SetTarget(addr string) {
 	p.mu.Lock()
 	p.target = addr

@@ -279,7 +279,11 @@ func (c *cluster) leftKeys() []string {
 func (c *cluster) teardown() {
 	for _, ch := range c.clients {
 		ch.kill()
-		<-ch.read
+		select {
+		case <-ch.read:
+		case <-time.After(10 * time.Second):
+			c.t.Errorf("client %d: its output did not end within 10s of its kill", ch.id)
+		}
 	}
 	for _, row := range c.proxies {
 		for _, px := range row {
