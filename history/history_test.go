@@ -27,6 +27,7 @@ func ciParams() params {
 		stall:         25,
 		masterStreams: 2,
 		replicas:      []int{0},
+		fenceOff:      *flagFenceOff,
 	}
 }
 

@@ -60,6 +60,7 @@ var (
 	flagSeeds    = flag.Int("seeds", 20, "with -long: how many seeds to run (from -seed, or a random one, upward)")
 	flagDuration = flag.Duration("duration", 0, "how long the faults run per seed (default 10s, with -long 60s)")
 	flagClients  = flag.Int("clients", 8, "client processes")
+	flagFenceOff = flag.Bool("fence-off", false, "run TestHistory's clients without the restart fence (it should then fail: a way to see what the schedule finds)")
 )
 
 func TestMain(m *testing.M) {
