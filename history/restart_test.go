@@ -42,7 +42,11 @@ func TestHistoryRestartFence(t *testing.T) {
 		t.Logf("fence off: the checker found the double grant, as it must:\n%s", r.violations[0])
 	})
 	t.Run("on", func(t *testing.T) {
-		r := runHistory(t, restartParams(false), restartSchedule(3, false))
+		cycles := 2 // CI: within the package's minute
+		if *flagLong {
+			cycles = 10
+		}
+		r := runHistory(t, restartParams(false), restartSchedule(cycles, false))
 		t.Logf("fence on: %s", r.totals())
 		if r.failed() {
 			t.Errorf("with the restart fence on: %d violations:\n%s", len(r.violations), strings.Join(r.violations, "\n"))
