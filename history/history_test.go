@@ -94,6 +94,7 @@ func runHistory(t *testing.T, p params, schedule func(c *cluster)) *report {
 	if len(bad) > 0 {
 		t.Errorf("client output that is not an event:\n%s", strings.Join(bad, "\n"))
 	}
+	checked := time.Now().UnixNano()
 	left := c.leftKeys() // check 4: every client closed
 	accepted, refused := c.res.snapshot()
 	c.mu.Lock()
@@ -103,7 +104,18 @@ func runHistory(t *testing.T, p params, schedule func(c *cluster)) *report {
 	r.faultsByKind = c.faultCounts()
 	if len(left) > 0 {
 		r.keysLeft = len(left)
-		r.violations = append(r.violations, "KEYS LEFT after every client closed:\n  "+strings.Join(left, "\n  "))
+		var b strings.Builder
+		fmt.Fprintf(&b, "KEYS LEFT after every client closed (checked at %s):\n  %s\n", stamp(checked), strings.Join(left, "\n  "))
+		// What happened in the last two TTLs: the key was set within one.
+		from := checked - 2*int64(p.ttl)
+		all, _, _ := sections(c.snapshot())
+		for _, sec := range all {
+			if sec.acq >= from {
+				sec.dump(&b)
+			}
+		}
+		faultsNear(&b, faults, from, checked)
+		r.violations = append(r.violations, b.String())
 	}
 	c.teardown()
 	// Check 5: nothing of the run is left in the parent.
