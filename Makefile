@@ -3,7 +3,7 @@
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test bench bench-compare keepalive redis
+.PHONY: demo test bench bench-compare keepalive history redis
 
 demo: redis
 	go run ./examples/worker
@@ -27,6 +27,11 @@ bench-compare: redis
 # Leases kept alive by one process, distlock against a naive renewer.
 keepalive: redis
 	cd bench && go run ./keepalive -window 30s
+
+# The history checker's long profile: 20 seeds of 60s of faults (about 25
+# minutes); a failing seed is printed and replays with -seed N.
+history: redis
+	go test -count=1 ./history -run 'TestHistory$$' -long -seeds 20 -duration 60s -timeout 0
 
 redis:
 	@command -v redis-server >/dev/null 2>&1 || { \

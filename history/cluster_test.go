@@ -252,9 +252,9 @@ func (c *cluster) snapshot() []event {
 	return append([]event(nil), c.events...)
 }
 
-// leftKeys lists the keys on every master other than fencing counters.
-func (c *cluster) leftKeys() []string {
-	var left []string
+// leftKeys lists the keys on every master other than fencing counters, those
+// for which failedOver (the master's index, the key's PTTL) is true apart.
+func (c *cluster) leftKeys(failedOver func(i int, pttl int64) bool) (left, afterFailover []string) {
 	for i, s := range c.servers {
 		v, err := s.Do("KEYS", "*")
 		if err != nil {
@@ -268,10 +268,15 @@ func (c *cluster) leftKeys() []string {
 				continue
 			}
 			ttl, _ := s.Do("PTTL", name)
-			left = append(left, fmt.Sprintf("master %d (%s): key %q left, PTTL %v ms", i, s.Addr(), name, ttl))
+			line := fmt.Sprintf("master %d (%s): key %q left, PTTL %v ms", i, s.Addr(), name, ttl)
+			if pttl, ok := ttl.(int64); ok && failedOver(i, pttl) {
+				afterFailover = append(afterFailover, line)
+				continue
+			}
+			left = append(left, line)
 		}
 	}
-	return left
+	return left, afterFailover
 }
 
 // teardown stops the proxies, the resource and the servers at once (the

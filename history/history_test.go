@@ -95,11 +95,21 @@ func runHistory(t *testing.T, p params, schedule func(c *cluster)) *report {
 		t.Errorf("client output that is not an event:\n%s", strings.Join(bad, "\n"))
 	}
 	checked := time.Now().UnixNano()
-	left := c.leftKeys() // check 4: every client closed
-	accepted, refused := c.res.snapshot()
 	c.mu.Lock()
 	faults := append([]fault(nil), c.faults...)
 	c.mu.Unlock()
+	// Check 4: every client closed, so no lock key is left; except one
+	// that a failover kept (replication is asynchronous: the release that
+	// deleted it on the old master may not have reached the replica; the
+	// README's operator's hazard), on a master promoted within the last two
+	// TTLs, and expiring within one TTL.
+	left, afterFailover := c.leftKeys(func(i int, pttl int64) bool {
+		return pttl > 0 && pttl <= p.ttl.Milliseconds() && promotedSince(faults, i, checked-2*int64(p.ttl))
+	})
+	for _, l := range afterFailover {
+		t.Logf("left by a failover (asynchronous replication), expiring within its TTL: %s", l)
+	}
+	accepted, refused := c.res.snapshot()
 	r := check(c.snapshot(), accepted, refused, faults)
 	r.faultsByKind = c.faultCounts()
 	if len(left) > 0 {
@@ -124,4 +134,18 @@ func runHistory(t *testing.T, p params, schedule func(c *cluster)) *report {
 		r.violations = append(r.violations, fmt.Sprintf("GOROUTINES LEFT in the parent: %v", err))
 	}
 	return r
+}
+
+// promotedSince reports whether master i was failed over to its replica in a
+// fault that ended at or after since (Unix ns).
+func promotedSince(faults []fault, i int, since int64) bool {
+	for _, f := range faults {
+		var j int
+		if f.Kind == fPromote && f.End >= since && f.Err == "" {
+			if _, err := fmt.Sscanf(f.Detail, "master %d:", &j); err == nil && j == i {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -21,8 +21,7 @@
 //
 //	go test ./history -run 'TestHistory$' -long -seeds 20 -duration 60s -timeout 0
 //
-// (Makefile: `history: redis` then `go test -count=1 ./history -run
-// 'TestHistory$$' -long -seeds 20 -duration 60s -timeout 0`.)
+// (`make history` runs it.)
 //
 // A failing run prints its seed; replay it with
 //
