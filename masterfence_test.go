@@ -323,23 +323,12 @@ func TestReplicaPromotedIsFenced(t *testing.T) {
 // Client check it again, and the promotion fences it, so the lock its
 // holder still holds is not granted again (found by review).
 func TestDemotedAndPromotedOnALiveConnection(t *testing.T) {
-	a := distlocktest.NewServer(t)
-	b := distlocktest.NewServer(t)
-	clk := clock.NewMock()
-	var log eventLog
-	c := newClient(t, []string{a.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
-	name := lockName(t)
-	m := newMutex(t, c, name, distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
-	passFirstContact(t, c, &log, clk, []string{a.Addr()}, fenceFor(time.Minute))
+	a, b, clk, log, m := oneFencedMaster(t)
+	name := m.Name()
 	l1, err := m.TryLock(context.Background())
 	require.NoError(t, err)
 
-	_, err = a.Do("REPLICAOF", "127.0.0.1", strings.TrimPrefix(b.Addr(), "127.0.0.1:"))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		v, err := a.Do("INFO", "replication")
-		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up")
-	}, 10*time.Second, 10*time.Millisecond)
+	demote(t, a, b)
 	_, err = m.TryLock(context.Background()) // traffic while a replica: READONLY
 	require.Error(t, err)
 	_, err = a.Do("REPLICAOF", "NO", "ONE")
@@ -533,24 +522,13 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 // second is preceded by INFO on the live connection, which sees the new
 // replication id: the lock the holder still holds is not granted again.
 func TestIdentityCheckedAfterIdle(t *testing.T) {
-	a := distlocktest.NewServer(t)
-	b := distlocktest.NewServer(t)
-	clk := clock.NewMock()
-	var log eventLog
-	c := newClient(t, []string{a.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
-	name := lockName(t)
-	m := newMutex(t, c, name, distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
-	passFirstContact(t, c, &log, clk, []string{a.Addr()}, fenceFor(time.Minute))
+	a, b, _, _, m := oneFencedMaster(t)
+	name := m.Name()
 	_, err := m.TryLock(context.Background())
 	require.NoError(t, err)
 	last := time.Now()
 
-	_, err = a.Do("REPLICAOF", "127.0.0.1", strings.TrimPrefix(b.Addr(), "127.0.0.1:"))
-	require.NoError(t, err)
-	require.Eventually(t, func() bool {
-		v, err := a.Do("INFO", "replication")
-		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up")
-	}, 10*time.Second, 10*time.Millisecond)
+	demote(t, a, b)
 	_, err = a.Do("REPLICAOF", "NO", "ONE")
 	require.NoError(t, err)
 	require.Equal(t, 0, holders(t, []*distlocktest.Server{a}, name), "the sync flushed the lock key")
@@ -591,4 +569,29 @@ func TestBacklogFreedIsNoPromotion(t *testing.T) {
 	require.NoError(t, err, "not fenced: its data did not change")
 	require.NoError(t, lease.Unlock(context.Background()))
 	assert.Len(t, log.of(distlock.EventMasterFenced), 1, "only the first contact's fence")
+}
+
+// oneFencedMaster starts master a (and b, to demote it to), a Client over a
+// with the restart fence on and a mock clock, past its first-contact fence,
+// and a Mutex with a one-minute TTL and no renewal.
+func oneFencedMaster(t *testing.T) (a, b *distlocktest.Server, clk *clock.Mock, log *eventLog, m *distlock.Mutex) {
+	t.Helper()
+	a, b = distlocktest.NewServer(t), distlocktest.NewServer(t)
+	clk, log = clock.NewMock(), &eventLog{}
+	c := newClient(t, []string{a.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	m = newMutex(t, c, lockName(t), distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
+	passFirstContact(t, c, log, clk, []string{a.Addr()}, fenceFor(time.Minute))
+	return a, b, clk, log, m
+}
+
+// demote makes a a replica of b and waits for the sync, which replaces a's
+// data with b's.
+func demote(t *testing.T, a, b *distlocktest.Server) {
+	t.Helper()
+	_, err := a.Do("REPLICAOF", "127.0.0.1", strings.TrimPrefix(b.Addr(), "127.0.0.1:"))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		v, err := a.Do("INFO", "replication")
+		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up")
+	}, 10*time.Second, 10*time.Millisecond)
 }
