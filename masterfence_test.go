@@ -347,6 +347,29 @@ func TestDemotedAndPromotedOnALiveConnection(t *testing.T) {
 	log.waitForErr(t, distlock.EventMasterFenced, a.Addr(), "replication id changed")
 }
 
+// TestDemotedAndPromotedWithoutFence is the hazard the fence guards: with
+// it off, the same demotion and promotion let a second holder take the
+// lock the first still holds (the sync flushed its key). Only the replica
+// check kept the master out while it was a replica.
+func TestDemotedAndPromotedWithoutFence(t *testing.T) {
+	a, b := distlocktest.NewServer(t), distlocktest.NewServer(t)
+	clk := clock.NewMock()
+	c := newClient(t, []string{a.Addr()}, distlock.WithClock(clk)) // fence off
+	m := newMutex(t, c, lockName(t), distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
+	l1, err := m.TryLock(context.Background())
+	require.NoError(t, err)
+	demote(t, a, b)
+	_, err = m.TryLock(context.Background())
+	require.Error(t, err, "a replica refuses")
+	_, err = a.Do("REPLICAOF", "NO", "ONE")
+	require.NoError(t, err)
+	clk.Add(5 * time.Second) // the replica's recheck
+	l2, err := m.TryLock(context.Background())
+	require.NoError(t, err, "the hazard: a second holder")
+	assert.True(t, l1.Until().After(clk.Now()), "while the first still holds")
+	require.NoError(t, l2.Unlock(context.Background()))
+}
+
 // waitReplicating waits until primary has a replica online.
 func waitReplicating(t *testing.T, primary *distlocktest.Server) {
 	t.Helper()
