@@ -25,8 +25,8 @@ import (
 // never touch the counter: a lock that never asks for a token pays nothing for
 // it.
 //
-// Clocks: when at least a quorum of the masters that answered (holding the
-// key) have the counter, no clock is used, so a master whose clock is far
+// Clocks: when at least a quorum (N/2+1) of the masters, among those that
+// answered holding the key, have the counter, no clock is used, so a master whose clock is far
 // ahead or behind, or whose counter was lost (a restart without persistence,
 // eviction), does not matter. Only when fewer than a quorum of them have it
 // (the lock's first token; a majority of masters lost the counter since the

@@ -222,7 +222,11 @@ func (l *Lease) renewed(until, basis time.Time) time.Time {
 	if l.ended {
 		return l.until
 	}
-	cur := l.until.Add(-l.mutex.client.suspended(l.basis, basis))
+	c := l.mutex.client
+	if basis.Before(l.basis) { // the watchdog settled the lease later: settle until there too
+		until, basis = until.Add(-c.suspended(basis, l.basis)), l.basis
+	}
+	cur := l.until.Add(-c.suspended(l.basis, basis))
 	l.until, l.basis = maxTime(cur, until), basis
 	return l.until
 }

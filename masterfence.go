@@ -16,13 +16,15 @@ import (
 
 // ErrMasterFenced matches the failure of a request that was not sent because
 // its master is fenced: it restarted or was promoted too recently to count
-// toward a quorum (see WithRestartFence), or, with WithStrictMasters, it
-// failed a check. Holders and waiters see it as unavailable, as a master
-// that is down. Releases are still sent to it.
+// toward a quorum (see WithRestartFence), it is a replica, or, with
+// WithStrictMasters, it failed a check. Holders and waiters see it as
+// unavailable, as a master that is down; a replica's fence also matches
+// ErrPermanent, as its READONLY would. Releases are still sent to it.
 var ErrMasterFenced = errors.New("distlock: master fenced")
 
-// recheckEvery is how long a master refused by WithStrictMasters stays
-// fenced before a new connection checks it again (a variable for tests).
+// recheckEvery is how long a master fenced for a failed check (a replica,
+// or WithStrictMasters) stays fenced before it is checked again, before the
+// next request (a variable for tests).
 var recheckEvery = 5 * time.Second
 
 // fencePolicy is the Client's restart fence and master checks, shared by its
@@ -120,7 +122,7 @@ type problem struct {
 func (mi masterInfo) problems() []problem {
 	var p []problem
 	if mi.role != "master" {
-		p = append(p, problem{fmt.Sprintf("is a replica (role %s): it refuses writes, and when it is promoted it may lack lock keys its master had", mi.role), true})
+		p = append(p, replicaProblem(mi.role))
 	}
 	if mi.connectedSlaves > 0 {
 		p = append(p, problem{fmt.Sprintf("has %d replica(s): replication is asynchronous, so a failover to one can lose lock keys", mi.connectedSlaves), false})
@@ -170,6 +172,7 @@ func (m *master) applyInfo(v any, err error, newConn bool) {
 	if err == nil {
 		mi, err = parseInfo(b)
 	}
+	m.infoRefused.Store(err != nil)
 	if err != nil {
 		m.learn(masterInfo{}, []problem{{fmt.Sprintf("cannot be checked: INFO failed (%v); the restart fence and the checks need it: allow the command INFO to the ACL user", err), false}}, newConn)
 		return
@@ -177,20 +180,22 @@ func (m *master) applyInfo(v any, err error, newConn bool) {
 	m.learn(mi, mi.problems(), newConn)
 }
 
+// replicaProblem is the problem of a master seen as a replica (role).
+func replicaProblem(role string) problem {
+	return problem{fmt.Sprintf("is a replica (role %s): it refuses writes, and when it is promoted it may lack lock keys its master had", role), true}
+}
+
 // isRoleChange reports whether a reply error says the server is not a
-// writable master now (READONLY, MASTERDOWN) or is loading its data
-// (LOADING): its identity may have changed on a live connection.
+// writable master now (READONLY, MASTERDOWN, also inside a script's error,
+// as Redis before 7 reports them) or is loading its data (LOADING): its
+// identity may have changed on a live connection.
 func isRoleChange(err error) bool {
 	var re redis.Error
 	if !errors.As(err, &re) {
 		return false
 	}
-	for _, p := range []string{"READONLY", "MASTERDOWN", "LOADING"} {
-		if strings.HasPrefix(string(re), p) {
-			return true
-		}
-	}
-	return false
+	s := string(re)
+	return strings.Contains(s, "READONLY") || strings.Contains(s, "MASTERDOWN") || strings.HasPrefix(s, "LOADING")
 }
 
 // learn applies what INFO told of the master, on a new connection (newConn)
@@ -217,6 +222,11 @@ func (m *master) learn(mi masterInfo, problems []problem, newConn bool) {
 			// Restarted, or another server answers here: the keys it held
 			// may be gone since any moment after our last answer from it.
 			why, until = "restarted or was replaced since the last check (its run id changed)", now.Add(length)
+		case m.role != "" && m.role != "master" && mi.role == "master":
+			// A replica this Client saw, promoted (whatever its ids say
+			// now: a promoted master frees its backlog, and takes a new id
+			// without history, once it has no replica for a while).
+			why, until = "was promoted since the last check (it was a replica)", now.Add(length)
 		case m.runID != "" && m.replID != mi.replID && mi.continues():
 			// Promoted (or its data replaced by a sync, then promoted). A
 			// new id with no history (the backlog freed after its last
@@ -232,6 +242,12 @@ func (m *master) learn(mi masterInfo, problems []problem, newConn bool) {
 			news = true
 		}
 		m.runID, m.replID = mi.runID, mi.replID
+	}
+	if mi.runID != "" {
+		m.role = mi.role
+	} else if m.role != "" && m.role != "master" {
+		// INFO failed (a BUSY script, say): it is still the replica it was.
+		problems = append(problems, replicaProblem(m.role))
 	}
 	var fencing, warnings []string
 	m.checkPermanent = false
@@ -269,6 +285,7 @@ func (m *master) learn(mi masterInfo, problems []problem, newConn bool) {
 // strict recheck, and reports a fence that began or changed (news) or ended.
 func (m *master) refence(now time.Time, news bool) {
 	if !now.Before(m.fencedUntil) {
+		news = news || m.restartWhy != "" // its reasons change, if it stays fenced
 		m.fencedUntil, m.restartWhy = time.Time{}, ""
 	}
 	m.fenceGen++
@@ -313,9 +330,9 @@ func (m *master) refence(now time.Time, news bool) {
 	}
 }
 
-// fenceTimerFired ends the restart fence when it is due and, once the strict
-// recheck is due, has the writer check the master again on a new connection
-// before its next batch; the strict fence holds until that check passes.
+// fenceTimerFired ends the restart fence when it is due and, once the
+// recheck is due, has the writer check the master again before its next
+// batch; a fence for a failed check holds until a check passes.
 // gen: the fence the timer was armed for (a later one replaced it).
 func (m *master) fenceTimerFired(gen uint64) {
 	m.mu.Lock()

@@ -307,7 +307,7 @@ func TestReplicaPromotedIsFenced(t *testing.T) {
 	clk.Add(5 * time.Second) // the next recheck
 	_, err = m.TryLock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrMasterFenced)
-	assert.Contains(t, err.Error(), "replication id changed")
+	assert.Contains(t, err.Error(), "promoted since the last check")
 	assert.NotContains(t, err.Error(), "is a replica")
 	assert.Greater(t, c.Stats().Masters[0].RoundTrips, connects, "checked on the live connection")
 	clk.Add(defaultFence)
@@ -343,8 +343,8 @@ func TestDemotedAndPromotedOnALiveConnection(t *testing.T) {
 	clk.Add(5 * time.Second) // a replica's recheck is due
 	_, err = m.TryLock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrMasterFenced)
-	assert.Contains(t, err.Error(), "replication id changed")
-	log.waitForErr(t, distlock.EventMasterFenced, a.Addr(), "replication id changed")
+	assert.Contains(t, err.Error(), "promoted")
+	log.waitForErr(t, distlock.EventMasterFenced, a.Addr(), "promoted")
 }
 
 // TestDemotedAndPromotedWithoutFence is the hazard the fence guards: with
@@ -617,4 +617,38 @@ func demote(t *testing.T, a, b *distlocktest.Server) {
 		v, err := a.Do("INFO", "replication")
 		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up")
 	}, 10*time.Second, 10*time.Millisecond)
+}
+
+// TestReplicaPromotedThenBacklogFreed: a replica this Client saw is promoted,
+// and it frees its backlog (taking a new replication id with no history)
+// before the next check: the change of role alone starts the restart fence
+// (found by review).
+func TestReplicaPromotedThenBacklogFreed(t *testing.T) {
+	p := distlocktest.NewServer(t)
+	r := distlocktest.NewServer(t, "--repl-backlog-ttl", "1", "--replicaof", "127.0.0.1", strings.TrimPrefix(p.Addr(), "127.0.0.1:"))
+	waitReplicating(t, p)
+	require.Eventually(t, func() bool { // synced: the replica has a backlog to free once promoted
+		v, err := r.Do("INFO", "replication")
+		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up") && strings.Contains(string(v.([]byte)), "repl_backlog_active:1")
+	}, 10*time.Second, 10*time.Millisecond)
+	clk := clock.NewMock()
+	var log eventLog
+	c := newClient(t, []string{r.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	m := newMutex(t, c, lockName(t))
+	_, err := m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced)
+	clk.Add(defaultFence)
+	_, err = m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced, "still a replica")
+	_, err = r.Do("REPLICAOF", "NO", "ONE")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		v, err := r.Do("INFO", "replication")
+		return err == nil && strings.Contains(string(v.([]byte)), "master_replid2:0000000000000000000000000000000000000000")
+	}, 15*time.Second, 100*time.Millisecond, "the backlog is freed")
+	clk.Add(5 * time.Second) // the replica's recheck
+	_, err = m.TryLock(context.Background())
+	require.ErrorIs(t, err, distlock.ErrMasterFenced, "a promoted replica gets the restart fence")
+	assert.Contains(t, err.Error(), "it was a replica")
+	assert.NotErrorIs(t, err, distlock.ErrPermanent, "a master now: the fence ends with time")
 }

@@ -46,8 +46,8 @@ const (
 	EventMasterUp
 	// EventMasterFenced: a master does not count toward any quorum: it
 	// restarted or was promoted (see WithRestartFence), for Duration, or it
-	// failed a check under WithStrictMasters, until a new connection passes
-	// it (Duration 0 when that is the only reason). Err (matching
+	// is a replica or failed a check under WithStrictMasters, until a check
+	// passes (Duration 0 when that is the only reason). Err (matching
 	// ErrMasterFenced) says why. It is reported when the fence begins or
 	// its reasons change.
 	EventMasterFenced

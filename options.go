@@ -138,7 +138,9 @@ func WithClock(clk clock.Clock) ClientOption {
 // every lock this Client has made. A replica never counts (its writes fail
 // anyway); it is checked again every 5 s. Limits: a replica promoted before
 // the Client's first connection to it; a change between two requests less
-// than a second apart, with no failed request between them; a restart that
+// than a second apart, before a failed reply between them was read; a
+// master demoted, synced and promoted again between two checks, whose
+// backlog was then freed (no replica for repl-backlog-ttl); a restart that
 // changes neither the run id nor the uptime (a snapshot of the server's
 // memory restored in place); and a master whose INFO is refused (ACL,
 // renamed command, a proxy without it), which is reported (see

@@ -127,8 +127,9 @@ type master struct {
 	// master does not count: the writer fails every command but releases
 	// with it. recheck: check the master again (INFO) before the next
 	// batch.
-	fenced  atomic.Pointer[error]
-	recheck atomic.Bool
+	fenced      atomic.Pointer[error]
+	recheck     atomic.Bool
+	infoRefused atomic.Bool // the last INFO failed: idle checks would only fail again
 
 	queue   chan *command
 	closing chan struct{}
@@ -145,9 +146,10 @@ type master struct {
 	// close sends them on a connection of its own once the pipeline
 	// stopped.
 	late []*command
-	// The identity learnt on the last connection, and the fence
+	// The identity learnt at the last check, and the fence
 	// (masterfence.go).
 	runID, replID  string
+	role           string    // "master", "slave", or "" before the first check
 	fencedUntil    time.Time // the end of the restart fence; zero: none
 	restartWhy     string    // why the restart fence holds
 	checkWhy       string    // the failed checks that fence it (a replica; WithStrictMasters)
@@ -459,10 +461,10 @@ func (m *master) writeLoop() {
 		// On a live connection, check the master again when a reply said
 		// its role changed, or a strict recheck is due, or after an idle
 		// spell, before anything else reaches it.
-		if m.recheck.Swap(false) || time.Since(p.lastWrite) > idleCheckAfter {
+		if m.recheck.Swap(false) || !m.infoRefused.Load() && time.Since(p.lastWrite) > idleCheckAfter {
 			if err := m.checkLive(p); err != nil {
 				m.markDown(err)
-				m.failAll(batch, cmp.Or(m.downErr(), err))
+				m.failAll(batch, notSentError{cmp.Or(m.downErr(), err)}) // never written
 				p.stop()
 				p = nil
 				continue
