@@ -11,7 +11,10 @@ demo: redis
 test: redis
 	@unformatted=$$(gofmt -l .); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	go vet ./...
-	go test -race -count=1 ./...
+	go test -race -count=1 $$(go list ./... | grep -v '/history$$')
+	@# The history checker runs alone: its 8 client processes and faulted masters would load the
+	@# machine under the other packages' timing-sensitive tests.
+	go test -race -count=1 ./history
 	go test -count=1 -run 'TestAllocationsPerCycle|TestObserverAllocs' .
 
 bench: redis
