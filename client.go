@@ -126,6 +126,21 @@ func NewClientFromPools(pools []Pool, opts ...ClientOption) (*Client, error) {
 	return c, nil
 }
 
+// clusterMasters reports which masters are Redis Cluster nodes, or nil when
+// none is.
+func (c *Client) clusterMasters() []bool {
+	var out []bool
+	for i, m := range c.masters {
+		if m.cluster.Load() {
+			if out == nil {
+				out = make([]bool, len(c.masters))
+			}
+			out[i] = true
+		}
+	}
+	return out
+}
+
 func newClient(cfg *clientConfig, n int) *Client {
 	c := &Client{clock: cfg.clock, timeout: cfg.masterTimeout, quorum: n/2 + 1, idArg: newToken(), done: make(chan struct{}), obs: newObserver(cfg), rounds: newRoundPool(n)}
 	c.wall, _ = cfg.clock.(wallClock)

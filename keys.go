@@ -78,3 +78,23 @@ func derivedKey(kind, name string) string {
 	}
 	return reservedPrefix + kind + ":{" + name + "}"
 }
+
+// keySlot returns key's Redis Cluster hash slot: CRC16 (XMODEM) of its hash
+// tag, or of the whole key when it has none, modulo 16384.
+func keySlot(key string) int {
+	if tag, ok := hashTag(key); ok {
+		key = tag
+	}
+	var crc uint16
+	for i := 0; i < len(key); i++ {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc) & 16383
+}

@@ -65,6 +65,7 @@ type masterInfo struct {
 	connectedSlaves int
 	maxmemory       int64
 	maxmemoryPolicy string
+	clusterEnabled  bool // a Redis Cluster node: a script call must touch one slot
 }
 
 // parseInfo reads the fields of INFO's reply that masterInfo keeps. It
@@ -96,6 +97,8 @@ func parseInfo(reply []byte) (masterInfo, error) {
 			mi.maxmemory, _ = strconv.ParseInt(v, 10, 64)
 		case "maxmemory_policy":
 			mi.maxmemoryPolicy = v
+		case "cluster_enabled":
+			mi.clusterEnabled = v == "1"
 		}
 	}
 	if mi.runID == "" || mi.role == "" {
@@ -245,6 +248,7 @@ func (m *master) learn(mi masterInfo, problems []problem, newConn bool) {
 	}
 	if mi.runID != "" {
 		m.role = mi.role
+		m.cluster.Store(mi.clusterEnabled)
 	} else if m.role != "" && m.role != "master" {
 		// INFO failed (a BUSY script, say): it is still the replica it was.
 		problems = append(problems, replicaProblem(m.role))

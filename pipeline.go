@@ -130,6 +130,10 @@ type master struct {
 	fenced      atomic.Pointer[error]
 	recheck     atomic.Bool
 	infoRefused atomic.Bool // the last INFO failed: idle checks would only fail again
+	// cluster: the master is a Redis Cluster node (INFO), which refuses a
+	// script call whose keys are in different slots (CROSSSLOT): the
+	// watchdog batches its renewals per slot there.
+	cluster atomic.Bool
 
 	queue   chan *command
 	closing chan struct{}

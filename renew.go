@@ -1,6 +1,7 @@
 package distlock
 
 import (
+	"cmp"
 	"container/heap"
 	"errors"
 	"fmt"
@@ -63,6 +64,15 @@ type watch struct {
 	lastErr  error // why the last extension failed
 	failing  bool  // the last renewal round failed (reported once per run of failures)
 	rounds   int64 // extension rounds started
+	slot     int32 // the lease key's cluster slot, once computed; -1 before
+}
+
+// keySlot returns the cluster slot of the key w's extensions touch.
+func (w *watch) keySlot() int32 {
+	if w.slot < 0 {
+		w.slot = int32(keySlot(w.m.keyArg.(string)))
+	}
+	return w.slot
 }
 
 // next is when the renewer must act on w next.
@@ -139,7 +149,7 @@ func (r *renewer) put(rep reply) {
 func (r *renewer) add(l *Lease) bool {
 	cfg := &l.mutex.cfg
 	acquired := l.acquired
-	l.wd = watch{lease: l, m: l.mutex, token: l.token, index: -1, deadline: l.until.Add(-cfg.safetyMargin())}
+	l.wd = watch{lease: l, m: l.mutex, token: l.token, index: -1, slot: -1, deadline: l.until.Add(-cfg.safetyMargin())}
 	w := &l.wd
 	l.w = w
 	if !cfg.noRenewal {
@@ -397,36 +407,56 @@ func (r *renewer) startRound(w *watch, now time.Time) {
 // maxExtendBatch leases per script call, one call per kind of lease. mu is
 // held.
 func (r *renewer) sendRounds() {
+	if len(r.starting) == 0 {
+		return
+	}
 	// Leases of one kind next to each other: plain locks first.
 	slices.SortStableFunc(r.starting, func(a, b *watch) int {
 		return kindOrder(a) - kindOrder(b)
 	})
-	pending := r.starting
-	for len(pending) > 0 {
-		// The longest run of one kind's script, up to maxExtendBatch.
-		script := pending[0].m.kind.extendMany
-		k := 1
-		for k < len(pending) && k < maxExtendBatch && pending[k].m.kind.extendMany == script {
-			k++
-		}
-		ws := pending[:k]
-		pending = pending[k:]
-		chunk := &renewChunk{rounds: make([]*renewRound, len(ws))}
-		args := make([]any, 0, 2+3*len(ws))
-		args = append(args, script.Hash(), len(ws)) // EVALSHA sha numkeys keys... argv...
-		for i, w := range ws {
-			chunk.rounds[i] = w.round
-			args = append(args, w.m.keyArg)
-		}
-		for _, w := range ws {
-			args = append(args, w.token, w.m.ttlArg)
-		}
-		for i, ms := range r.c.masters {
-			ms.submit(&command{script: script, args: args, idx: i, tag: chunk, reply: r})
-		}
+	clustered := r.c.clusterMasters()
+	r.sendRuns(r.starting, false, func(i int) bool { return clustered == nil || !clustered[i] })
+	if clustered != nil {
+		// A cluster node refuses a call whose keys are in different slots:
+		// one call per run of one kind and one slot there.
+		slices.SortStableFunc(r.starting, func(a, b *watch) int {
+			return cmp.Or(kindOrder(a)-kindOrder(b), int(a.keySlot()-b.keySlot()))
+		})
+		r.sendRuns(r.starting, true, func(i int) bool { return clustered[i] })
 	}
 	clear(r.starting)
 	r.starting = r.starting[:0]
+}
+
+// sendRuns sends the extensions of ws (sorted by kind, and by slot when
+// bySlot) to the masters i for which to(i), one script call per run of one
+// kind (and, bySlot, one slot), up to maxExtendBatch leases each. mu is held.
+func (r *renewer) sendRuns(ws []*watch, bySlot bool, to func(i int) bool) {
+	for len(ws) > 0 {
+		// The longest run of one kind's script (and slot), up to maxExtendBatch.
+		script := ws[0].m.kind.extendMany
+		k := 1
+		for k < len(ws) && k < maxExtendBatch && ws[k].m.kind.extendMany == script && (!bySlot || ws[k].keySlot() == ws[0].keySlot()) {
+			k++
+		}
+		run := ws[:k]
+		ws = ws[k:]
+		chunk := &renewChunk{rounds: make([]*renewRound, len(run))}
+		args := make([]any, 0, 2+3*len(run))
+		args = append(args, script.Hash(), len(run)) // EVALSHA sha numkeys keys... argv...
+		for i, w := range run {
+			chunk.rounds[i] = w.round
+			args = append(args, w.m.keyArg)
+		}
+		for _, w := range run {
+			args = append(args, w.token, w.m.ttlArg)
+		}
+		for i, ms := range r.c.masters {
+			if to(i) {
+				ms.submit(&command{script: script, args: args, idx: i, tag: chunk, reply: r})
+			}
+		}
+	}
 }
 
 // kindOrder orders leases for sendRounds: plain locks first, then the
