@@ -3,6 +3,7 @@ package distlock_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,18 +20,31 @@ import (
 // alive for several TTLs, each of its script calls on one slot (no
 // CROSSSLOT).
 func TestSingleNodeCluster(t *testing.T) {
-	t.Run("one master", func(t *testing.T) { testClusterMasters(t, 0) })
+	t.Run("one master", func(t *testing.T) { testClusterMasters(t, 0, nil) })
 	// One master of three is a cluster: it gets a call per slot, the plain
 	// masters their usual batches, and every round counts them all.
-	t.Run("mixed", func(t *testing.T) { testClusterMasters(t, 2) })
+	t.Run("mixed", func(t *testing.T) { testClusterMasters(t, 2, nil) })
+	// INFO refused: the Client does not know the master is a cluster node
+	// until it refuses a batch with CROSSSLOT; the batch is sent again per
+	// slot, and so are the later ones.
+	t.Run("INFO refused", func(t *testing.T) {
+		testClusterMasters(t, 0, []string{"--user", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info"})
+	})
 }
 
-func testClusterMasters(t *testing.T, plain int) {
-	cl := distlocktest.NewCluster(t, 1)
-	addrs := append(cl.Addrs(), distlocktest.Addrs(distlocktest.NewServers(t, plain))...)
+func testClusterMasters(t *testing.T, plain int, acl []string) {
+	cl := distlocktest.NewCluster(t, 1, acl...)
+	addrs := cl.Addrs()
+	if acl != nil {
+		addrs[0] = "redis://noinfo:pw@" + addrs[0]
+	}
+	addrs = append(addrs, distlocktest.Addrs(distlocktest.NewServers(t, plain))...)
 	var log eventLog
 	c := newClient(t, addrs, distlock.WithObserver(log.observe))
 	exercise(t, c, "app:orders:42")
+	g, err := distlock.NewGuarded[int](c, "app:counter", nil)
+	require.NoError(t, err)
+	require.NoError(t, g.Update(context.Background(), func(_ context.Context, v *int) error { *v++; return nil }))
 
 	ctx := context.Background()
 	ttl := 600 * time.Millisecond
@@ -40,7 +54,15 @@ func testClusterMasters(t *testing.T, plain int) {
 		if i%3 == 0 {
 			name = fmt.Sprintf("{%s}:%d", lockName(t), i) // hash-tagged names share a slot
 		}
-		l, err := newMutex(t, c, name, distlock.WithTTL(ttl)).Lock(ctx)
+		var l *distlock.Lease
+		var err error
+		if i%5 == 1 { // read leases: another script, batched apart
+			rw, rwErr := c.NewRWMutex(name, distlock.WithTTL(ttl))
+			require.NoError(t, rwErr)
+			l, err = rw.RLock(ctx)
+		} else {
+			l, err = newMutex(t, c, name, distlock.WithTTL(ttl)).Lock(ctx)
+		}
 		require.NoError(t, err)
 		leases = append(leases, l)
 	}
@@ -54,7 +76,18 @@ func testClusterMasters(t *testing.T, plain int) {
 			assert.NotContains(t, ev.Err.Error(), "CROSSSLOT")
 		}
 	}
-	v, err := cl.Nodes()[0].Do("DBSIZE")
+	// The cluster master itself (in the mixed case the plain masters win
+	// every round without it): no refusal but, when INFO is refused, the
+	// first batch's, which was sent again per slot.
+	if ms := c.Stats().Masters[0]; acl == nil {
+		assert.NotContains(t, ms.LastError, "CROSSSLOT", "the cluster master refused a renewal")
+	}
+	v, err := cl.Nodes()[0].Do("KEYS", "*")
 	require.NoError(t, err)
-	assert.LessOrEqual(t, v.(int64), int64(1+1), "no lock key left (fencing counters of exercise stay)")
+	for _, k := range v.([]any) {
+		key := string(k.([]byte))
+		if !strings.HasPrefix(key, "__distlock:fence:") && !strings.HasPrefix(key, "__distlock:value:") {
+			t.Errorf("key %q left (only fencing counters and Guarded values stay)", key)
+		}
+	}
 }

@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/benbjohnson/clock"
+	"github.com/gomodule/redigo/redis"
 )
 
 // renewer is a Client's watchdog: a single goroutine that keeps every lease
@@ -419,9 +421,7 @@ func (r *renewer) sendRounds() {
 	if clustered != nil {
 		// A cluster node refuses a call whose keys are in different slots:
 		// one call per run of one kind and one slot there.
-		slices.SortStableFunc(r.starting, func(a, b *watch) int {
-			return cmp.Or(kindOrder(a)-kindOrder(b), int(a.keySlot()-b.keySlot()))
-		})
+		slices.SortStableFunc(r.starting, kindSlotOrder)
 		r.sendRuns(r.starting, true, func(i int) bool { return clustered[i] })
 	}
 	clear(r.starting)
@@ -459,6 +459,35 @@ func (r *renewer) sendRuns(ws []*watch, bySlot bool, to func(i int) bool) {
 	}
 }
 
+// resplit sends the undecided rounds of chunk again to master idx, which
+// refused the call because its keys are in different slots: a cluster node
+// not known as one yet (its INFO refused, or not read when the call was
+// built), or a proxy that enforces slots. From now on it gets calls per
+// slot. The refusal is not counted: each round gets that master's one
+// answer from the new calls. mu is held.
+func (r *renewer) resplit(chunk *renewChunk, idx int) {
+	r.c.masters[idx].cluster.Store(true)
+	var ws []*watch
+	for _, rd := range chunk.rounds {
+		if !rd.done && rd.w.round == rd {
+			ws = append(ws, rd.w)
+		}
+	}
+	slices.SortStableFunc(ws, kindSlotOrder)
+	r.sendRuns(ws, true, func(i int) bool { return i == idx })
+}
+
+// isCrossSlot reports whether err is a CROSSSLOT reply.
+func isCrossSlot(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(string(re), "CROSSSLOT")
+}
+
+// kindSlotOrder orders leases by kind (see kindOrder), then by slot.
+func kindSlotOrder(a, b *watch) int {
+	return cmp.Or(kindOrder(a)-kindOrder(b), int(a.keySlot()-b.keySlot()))
+}
+
 // kindOrder orders leases for sendRounds: plain locks first, then the
 // others (read leases).
 func kindOrder(w *watch) int {
@@ -476,6 +505,10 @@ func (r *renewer) onReply(rep reply) {
 		return
 	}
 	chunk := rep.tag.(*renewChunk)
+	if len(chunk.rounds) > 1 && isCrossSlot(rep.err) {
+		r.resplit(chunk, rep.idx)
+		return
+	}
 	vals, isArray := rep.val.([]any)
 	if rep.err == nil && (!isArray || len(vals) != len(chunk.rounds)) {
 		rep.err = fmt.Errorf("unexpected reply %T to extend", rep.val)
