@@ -91,3 +91,24 @@ func testClusterMasters(t *testing.T, plain int, acl []string) {
 		}
 	}
 }
+
+// TestSeveralNodeClusterRefusedClearly: a master that is a cluster of
+// several nodes is not routed yet. A name in a slot another node owns fails
+// at once (a permanent failure) with an error that says so.
+func TestSeveralNodeClusterRefusedClearly(t *testing.T) {
+	cl := distlocktest.NewCluster(t, 3)
+	c := newClient(t, cl.Addrs()[:1])
+	name := ""
+	for i := 0; name == ""; i++ {
+		if n := fmt.Sprintf("%s:%d", lockName(t), i); cl.NodeFor(n) != cl.Nodes()[0] {
+			name = n
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := newMutex(t, c, name).Lock(ctx)
+	require.ErrorIs(t, err, distlock.ErrPermanent)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "Lock stops at once")
+	assert.ErrorContains(t, err, "MOVED")
+	assert.ErrorContains(t, err, "does not route yet")
+}

@@ -183,6 +183,9 @@ func classifyErr(err error) error {
 		return err
 	}
 	msg := string(re)
+	if strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ") {
+		return fmt.Errorf("%w: %w (the master is a Redis Cluster of several nodes, whose slots distlock does not route yet; a one-node cluster works)", ErrPermanent, err)
+	}
 	for _, p := range permanentReplies {
 		if strings.HasPrefix(msg, p) { // errors raised in a script keep the command's prefix
 			return fmt.Errorf("%w: %w", ErrPermanent, err)
