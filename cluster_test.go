@@ -39,7 +39,7 @@ func testClusterMasters(t *testing.T, plain int, acl []string) {
 		addrs[0] = "redis://noinfo:pw@" + addrs[0]
 	}
 	addrs = append(addrs, distlocktest.Addrs(distlocktest.NewServers(t, plain))...)
-	var log eventLog
+	log := &recorder{}
 	c := newClient(t, addrs, distlock.WithObserver(log.observe))
 	exercise(t, c, "app:orders:42")
 	g, err := distlock.NewGuarded[int](c, "app:counter", nil)

@@ -25,6 +25,10 @@ func RenewalRounds(l *Lease) int64 {
 // "leader", "release") that the library derives for the lock name.
 func KeyOf(kind, name string) string { return derivedKey(kind, name) }
 
+// KeySlot returns key's Redis Cluster slot (checked against CLUSTER KEYSLOT
+// by TestKeySlot).
+func KeySlot(key string) int { return keySlot(key) }
+
 // NotifierSize returns how many locks c's notifier keeps state for.
 func NotifierSize(c *Client) int { return c.notifier.size() }
 

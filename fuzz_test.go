@@ -58,38 +58,6 @@ func FuzzAddressSecret(f *testing.F) {
 	})
 }
 
-// hashSlot is Redis Cluster's slot of key: CRC16 (XMODEM) of the key, or
-// of its hash tag (the bytes between the first '{' and the first '}' after
-// it, when there is at least one), modulo 16384.
-func hashSlot(key string) uint16 {
-	if open := strings.IndexByte(key, '{'); open >= 0 {
-		if end := strings.IndexByte(key[open+1:], '}'); end > 0 {
-			key = key[open+1 : open+1+end]
-		}
-	}
-	var crc uint16
-	for i := 0; i < len(key); i++ {
-		crc ^= uint16(key[i]) << 8
-		for range 8 {
-			if crc&0x8000 != 0 {
-				crc = crc<<1 ^ 0x1021
-			} else {
-				crc <<= 1
-			}
-		}
-	}
-	return crc % 16384
-}
-
-func TestHashSlotKnownValues(t *testing.T) {
-	// From the Redis Cluster specification and CLUSTER KEYSLOT.
-	for key, want := range map[string]uint16{"123456789": 12739, "foo": 12182, "{user1000}.following": 3443, "foo{}{bar}": 8363, "foo{{bar}}zap": 4015} {
-		if got := hashSlot(key); got != want {
-			t.Errorf("hashSlot(%q) = %d, want %d", key, got, want)
-		}
-	}
-}
-
 // FuzzLockName: any name gives a Mutex or an error naming the problem,
 // never a panic; for every name accepted, each key and channel derived
 // from it is in the name's own Redis Cluster slot.
@@ -113,10 +81,10 @@ func FuzzLockName(f *testing.F) {
 		if m.Name() != name {
 			t.Fatalf("Name() = %q, want %q", m.Name(), name)
 		}
-		want := hashSlot(name)
+		want := distlock.KeySlot(name)
 		for _, kind := range []string{"fence", "value", "leader", "release", "readers", "writer-waits", "slot"} {
-			if k := distlock.KeyOf(kind, name); hashSlot(k) != want {
-				t.Fatalf("%s key %q of %q: slot %d, the name's is %d", kind, k, name, hashSlot(k), want)
+			if k := distlock.KeyOf(kind, name); distlock.KeySlot(k) != want {
+				t.Fatalf("%s key %q of %q: slot %d, the name's is %d", kind, k, name, distlock.KeySlot(k), want)
 			}
 		}
 	})

@@ -1,13 +1,10 @@
 package distlock_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
-	"log/slog"
+	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,58 +16,40 @@ import (
 	"github.com/distlock/distlock/distlocktest"
 )
 
-// eventLog records a Client's events for a test.
-type eventLog struct {
-	mu     sync.Mutex
-	events []distlock.Event
-}
-
-func (l *eventLog) observe(ev distlock.Event) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.events = append(l.events, ev)
-}
-
 // of returns the events of kind k so far.
-func (l *eventLog) of(k distlock.EventKind) []distlock.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []distlock.Event
-	for _, ev := range l.events {
-		if ev.Kind == k {
-			out = append(out, ev)
-		}
-	}
-	return out
+func (r *recorder) of(k distlock.EventKind) []distlock.Event {
+	return r.find(func(ev distlock.Event) bool { return ev.Kind == k })
 }
 
 // waitFor waits (bounded) for an event of kind k about master and returns
 // the first one.
-func (l *eventLog) waitFor(t *testing.T, k distlock.EventKind, master string) distlock.Event {
+func (r *recorder) waitFor(t *testing.T, k distlock.EventKind, master string) distlock.Event {
 	t.Helper()
-	return l.waitForErr(t, k, master, "")
+	return r.waitForErr(t, k, master, "")
 }
 
 // waitForErr waits (bounded) for an event of kind k about master whose error
 // contains substr, and returns the first one.
-func (l *eventLog) waitForErr(t *testing.T, k distlock.EventKind, master, substr string) distlock.Event {
+func (r *recorder) waitForErr(t *testing.T, k distlock.EventKind, master, substr string) distlock.Event {
 	t.Helper()
-	var found distlock.Event
-	require.Eventually(t, func() bool {
-		for _, ev := range l.of(k) {
-			if ev.Master == master && (substr == "" || ev.Err != nil && strings.Contains(ev.Err.Error(), substr)) {
-				found = ev
-				return true
-			}
-		}
-		return false
-	}, 10*time.Second, 5*time.Millisecond, "no %v event for %s with %q", k, master, substr)
-	return found
+	return r.await(t, fmt.Sprintf("%v for %s with %q", k, master, substr), func(ev distlock.Event) bool {
+		return ev.Kind == k && ev.Master == master && (substr == "" || ev.Err != nil && strings.Contains(ev.Err.Error(), substr))
+	})
+}
+
+// fencedClient returns a Client over addrs with the restart fence on (its
+// length the lock's TTL plus drift, at least DefaultTTL's), a mock clock, and
+// a recorder of its events.
+func fencedClient(t *testing.T, addrs []string) (*distlock.Client, *clock.Mock, *recorder) {
+	t.Helper()
+	clk, rec := clock.NewMock(), &recorder{}
+	c := newClient(t, addrs, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(rec.observe))
+	return c, clk, rec
 }
 
 // passFirstContact makes c meet its masters, which fences them (they are
 // seconds old), and moves clk past the fence of length.
-func passFirstContact(t *testing.T, c *distlock.Client, log *eventLog, clk *clock.Mock, addrs []string, length time.Duration) {
+func passFirstContact(t *testing.T, c *distlock.Client, log *recorder, clk *clock.Mock, addrs []string, length time.Duration) {
 	t.Helper()
 	_, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrMasterFenced)
@@ -137,11 +116,11 @@ func TestRestartFenceStopsDoubleGrant(t *testing.T) {
 				opts = append(opts, distlock.WithRestartFence(0))
 			}
 			clk := clock.NewMock()
-			var log eventLog
+			log := &recorder{}
 			b := newClient(t, addrs, append(opts, distlock.WithClock(clk), distlock.WithObserver(log.observe))...)
 			mb := newMutex(t, b, name, distlock.WithTTL(time.Minute))
 			if fenceOn {
-				passFirstContact(t, b, &log, clk, addrs, fence)
+				passFirstContact(t, b, log, clk, addrs, fence)
 			}
 			_, err = mb.TryLock(context.Background())
 			require.ErrorIs(t, err, distlock.ErrLocked)
@@ -195,9 +174,7 @@ func TestRestartFenceStopsDoubleGrant(t *testing.T) {
 func TestRestartFenceFirstContact(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
 	addrs := distlocktest.Addrs(servers)
-	clk := clock.NewMock()
-	var log eventLog
-	c := newClient(t, addrs, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	c, clk, log := fencedClient(t, addrs)
 	m := newMutex(t, c, lockName(t))
 	_, err := m.TryLock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrNotAcquired)
@@ -230,7 +207,7 @@ func TestRestartFenceFirstContact(t *testing.T) {
 func TestRestartFenceLastsTheLongestTTL(t *testing.T) {
 	s := distlocktest.NewServer(t)
 	clk := clock.NewMock()
-	var log eventLog
+	log := &recorder{}
 	c := newClient(t, []string{s.Addr()}, distlock.WithRestartFence(time.Second), distlock.WithClock(clk), distlock.WithObserver(log.observe))
 	ttl := time.Hour
 	m := newMutex(t, c, lockName(t), distlock.WithTTL(ttl))
@@ -247,12 +224,10 @@ func TestRestartFenceLastsTheLongestTTL(t *testing.T) {
 func TestReleasesReachAFencedMaster(t *testing.T) {
 	servers := distlocktest.NewServers(t, 3)
 	addrs := distlocktest.Addrs(servers)
-	clk := clock.NewMock()
-	var log eventLog
-	c := newClient(t, addrs, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	c, clk, log := fencedClient(t, addrs)
 	name := lockName(t)
 	m := newMutex(t, c, name, distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
-	passFirstContact(t, c, &log, clk, addrs, fenceFor(time.Minute))
+	passFirstContact(t, c, log, clk, addrs, fenceFor(time.Minute))
 	lease, err := m.TryLock(context.Background())
 	require.NoError(t, err)
 	eventuallyHolders(t, servers, name, 3, "held everywhere")
@@ -288,9 +263,7 @@ func TestReplicaPromotedIsFenced(t *testing.T) {
 	primary := distlocktest.NewServer(t)
 	replica := distlocktest.NewServer(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(primary.Addr(), "127.0.0.1:"))
 	waitReplicating(t, primary)
-	clk := clock.NewMock()
-	var log eventLog
-	c := newClient(t, []string{replica.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	c, clk, log := fencedClient(t, []string{replica.Addr()})
 	m := newMutex(t, c, lockName(t))
 	_, err := m.TryLock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrMasterFenced)
@@ -403,7 +376,7 @@ func TestMasterChecks(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name+"/report", func(t *testing.T) {
 			s := tc.start(t)
-			var log eventLog
+			log := &recorder{}
 			c := newClient(t, []string{s.Addr()}, distlock.WithObserver(log.observe))
 			lease, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
 			require.NoError(t, err, "by default it counts")
@@ -446,7 +419,7 @@ func TestMasterChecks(t *testing.T) {
 // refuses it, so no lock is granted there at all.
 func TestEvictionHazard(t *testing.T) {
 	s := distlocktest.NewServer(t, "--maxmemory", "4mb", "--maxmemory-policy", "volatile-ttl")
-	var log eventLog
+	log := &recorder{}
 	c := newClient(t, []string{s.Addr()}, distlock.WithObserver(log.observe))
 	name := lockName(t)
 	lease, err := newMutex(t, c, name, distlock.WithTTL(time.Minute)).Lock(context.Background())
@@ -477,7 +450,7 @@ func TestEvictionHazard(t *testing.T) {
 func TestInfoRefused(t *testing.T) {
 	s := distlocktest.NewServer(t, "--user", "noinfo", "on", ">pw", "~*", "&*", "+@all", "-info")
 	addr := "redis://noinfo:pw@" + s.Addr()
-	var log eventLog
+	log := &recorder{}
 	c := newClient(t, []string{addr}, distlock.WithObserver(log.observe))
 	lease, err := newMutex(t, c, lockName(t)).TryLock(context.Background())
 	require.NoError(t, err)
@@ -504,21 +477,16 @@ func TestRestartFenceOption(t *testing.T) {
 func TestFenceAndChecksAreLogged(t *testing.T) {
 	const password = "fence-secret-pw"
 	s := distlocktest.NewServer(t, "--requirepass", password, "--maxmemory", "100mb", "--maxmemory-policy", "allkeys-lru")
-	var buf bytes.Buffer
-	var mu sync.Mutex
-	logger := slog.New(slog.NewJSONHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	clk := clock.NewMock()
-	var log eventLog
+	log := &recorder{}
 	c, err := distlock.NewClient([]string{"redis://:" + password + "@" + s.Addr()},
-		distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithLogger(logger), distlock.WithObserver(log.observe))
+		append(log.options(), distlock.WithRestartFence(0), distlock.WithClock(clk))...)
 	require.NoError(t, err)
 	defer c.Close()
-	passFirstContact(t, c, &log, clk, []string{s.Addr()}, defaultFence)
+	passFirstContact(t, c, log, clk, []string{s.Addr()}, defaultFence)
 	log.waitFor(t, distlock.EventMasterWarning, s.Addr())
 	require.NoError(t, c.Close()) // delivers the events queued
-	mu.Lock()
-	logs := buf.String()
-	mu.Unlock()
+	logs := log.logs()
 	for _, want := range []string{
 		`"level":"WARN","msg":"distlock: master fenced"`, `"level":"INFO","msg":"distlock: master counts again"`,
 		`"level":"WARN","msg":"distlock: master failed a check"`, `allkeys-lru`, `"master":"` + s.Addr() + `"`,
@@ -526,18 +494,6 @@ func TestFenceAndChecksAreLogged(t *testing.T) {
 		assert.Contains(t, logs, want)
 	}
 	assert.NotContains(t, logs, password)
-}
-
-// lockedWriter serializes writes to w.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // TestIdentityCheckedAfterIdle: with no traffic while the master was demoted
@@ -570,10 +526,8 @@ func TestBacklogFreedIsNoPromotion(t *testing.T) {
 	p := distlocktest.NewServer(t, "--repl-backlog-ttl", "1")
 	r := distlocktest.NewServer(t, "--replicaof", "127.0.0.1", strings.TrimPrefix(p.Addr(), "127.0.0.1:"))
 	waitReplicating(t, p)
-	clk := clock.NewMock()
-	var log eventLog
-	c := newClient(t, []string{p.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
-	passFirstContact(t, c, &log, clk, []string{p.Addr()}, defaultFence)
+	c, clk, log := fencedClient(t, []string{p.Addr()})
+	passFirstContact(t, c, log, clk, []string{p.Addr()}, defaultFence)
 	replid := func() string {
 		v, err := p.Do("INFO", "replication")
 		require.NoError(t, err)
@@ -597,11 +551,11 @@ func TestBacklogFreedIsNoPromotion(t *testing.T) {
 // oneFencedMaster starts master a (and b, to demote it to), a Client over a
 // with the restart fence on and a mock clock, past its first-contact fence,
 // and a Mutex with a one-minute TTL and no renewal.
-func oneFencedMaster(t *testing.T) (a, b *distlocktest.Server, clk *clock.Mock, log *eventLog, m *distlock.Mutex) {
+func oneFencedMaster(t *testing.T) (a, b *distlocktest.Server, clk *clock.Mock, log *recorder, m *distlock.Mutex) {
 	t.Helper()
 	a, b = distlocktest.NewServer(t), distlocktest.NewServer(t)
-	clk, log = clock.NewMock(), &eventLog{}
-	c := newClient(t, []string{a.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	var c *distlock.Client
+	c, clk, log = fencedClient(t, []string{a.Addr()})
 	m = newMutex(t, c, lockName(t), distlock.WithTTL(time.Minute), distlock.WithoutRenewal())
 	passFirstContact(t, c, log, clk, []string{a.Addr()}, fenceFor(time.Minute))
 	return a, b, clk, log, m
@@ -631,9 +585,7 @@ func TestReplicaPromotedThenBacklogFreed(t *testing.T) {
 		v, err := r.Do("INFO", "replication")
 		return err == nil && strings.Contains(string(v.([]byte)), "master_link_status:up") && strings.Contains(string(v.([]byte)), "repl_backlog_active:1")
 	}, 10*time.Second, 10*time.Millisecond)
-	clk := clock.NewMock()
-	var log eventLog
-	c := newClient(t, []string{r.Addr()}, distlock.WithRestartFence(0), distlock.WithClock(clk), distlock.WithObserver(log.observe))
+	c, clk, _ := fencedClient(t, []string{r.Addr()})
 	m := newMutex(t, c, lockName(t))
 	_, err := m.TryLock(context.Background())
 	require.ErrorIs(t, err, distlock.ErrMasterFenced)
