@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -686,6 +687,13 @@ func (s loadSink) put(r reply) {
 func isReplyError(err error) bool {
 	var re redis.Error
 	return errors.As(err, &re)
+}
+
+// isReply reports whether err is an error reply that starts with prefix
+// (its code, such as "NOSCRIPT").
+func isReply(err error, prefix string) bool {
+	var re redis.Error
+	return errors.As(err, &re) && strings.HasPrefix(string(re), prefix)
 }
 
 // receiveOrDo receives one reply (cmd == "") or runs cmd, bounded by timeout

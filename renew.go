@@ -6,12 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/benbjohnson/clock"
-	"github.com/gomodule/redigo/redis"
 )
 
 // renewer is a Client's watchdog: a single goroutine that keeps every lease
@@ -477,12 +475,6 @@ func (r *renewer) resplit(chunk *renewChunk, idx int) {
 	r.sendRuns(ws, true, func(i int) bool { return i == idx })
 }
 
-// isCrossSlot reports whether err is a CROSSSLOT reply.
-func isCrossSlot(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(string(re), "CROSSSLOT")
-}
-
 // kindSlotOrder orders leases by kind (see kindOrder), then by slot.
 func kindSlotOrder(a, b *watch) int {
 	return cmp.Or(kindOrder(a)-kindOrder(b), int(a.keySlot()-b.keySlot()))
@@ -505,7 +497,7 @@ func (r *renewer) onReply(rep reply) {
 		return
 	}
 	chunk := rep.tag.(*renewChunk)
-	if len(chunk.rounds) > 1 && isCrossSlot(rep.err) {
+	if len(chunk.rounds) > 1 && isReply(rep.err, "CROSSSLOT") {
 		r.resplit(chunk, rep.idx)
 		return
 	}

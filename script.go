@@ -2,8 +2,6 @@ package distlock
 
 import (
 	_ "embed"
-	"errors"
-	"strings"
 
 	"github.com/gomodule/redigo/redis"
 )
@@ -111,6 +109,5 @@ const (
 
 // isNoScript reports whether err is the server's NOSCRIPT reply to EVALSHA.
 func isNoScript(err error) bool {
-	var re redis.Error
-	return errors.As(err, &re) && strings.HasPrefix(string(re), "NOSCRIPT")
+	return isReply(err, "NOSCRIPT")
 }
