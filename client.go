@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,25 +73,51 @@ func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 		addrs = []string{DefaultAddr}
 	}
 	seen := make(map[string]int, len(addrs))
-	parsed := make([]masterAddr, len(addrs))
+	parsed := make([][]masterAddr, len(addrs))
 	for i, s := range addrs {
-		a, err := parseAddr(s, cfg)
-		if err != nil {
-			return nil, fmt.Errorf("distlock: masters[%d]: %w", i, err)
+		for _, s := range seedList(s) {
+			a, err := parseAddr(s, cfg)
+			if err != nil {
+				return nil, fmt.Errorf("distlock: masters[%d]: %w", i, err)
+			}
+			if j, dup := seen[a.server]; dup {
+				return nil, fmt.Errorf("distlock: masters[%d]: duplicate master %s (same server as masters[%d]): one server must not count twice toward the quorum", i, a.server, j)
+			}
+			seen[a.server] = i
+			parsed[i] = append(parsed[i], a)
 		}
-		if j, dup := seen[a.server]; dup {
-			return nil, fmt.Errorf("distlock: masters[%d]: duplicate master %s (same server as masters[%d]): one server must not count twice toward the quorum", i, a.server, j)
-		}
-		seen[a.server] = i
-		parsed[i] = a
 	}
 	c := newClient(cfg, len(addrs))
-	for _, a := range parsed {
+	for _, seeds := range parsed {
+		a := seeds[0]
 		p := newPool(a, cfg)
 		c.owned = append(c.owned, p)
-		c.masters = append(c.masters, newMaster(a.display, p, cfg, c.obs, c.policy))
+		m := makeMaster(a.display, p, cfg, c.obs, c.policy)
+		// The master may be a Redis Cluster: its other nodes are dialled
+		// as the seed is (TLS, credentials), at the addresses it gives.
+		var others []string
+		for _, b := range seeds[1:] {
+			others = append(others, b.address)
+		}
+		newRoute(m, a.address, func(addr string) *redis.Pool {
+			b := a
+			b.network, b.address = "tcp", addr
+			return newPool(b, cfg)
+		}, others)
+		m.start()
+		c.masters = append(c.masters, m)
 	}
 	return c, nil
+}
+
+// seedList splits a master's address into the seed nodes of a Redis
+// Cluster, separated by commas. An address with user-info is one address:
+// a password may hold a comma.
+func seedList(s string) []string {
+	if strings.Contains(s, "@") || !strings.Contains(s, ",") {
+		return []string{s}
+	}
+	return strings.Split(s, ",")
 }
 
 // NewClientFromPools returns a Client over pools the caller already has, one

@@ -184,7 +184,7 @@ func classifyErr(err error) error {
 	}
 	msg := string(re)
 	if strings.HasPrefix(msg, "MOVED ") || strings.HasPrefix(msg, "ASK ") {
-		return fmt.Errorf("%w: %w (the master is a Redis Cluster of several nodes, whose slots distlock does not route yet; a one-node cluster works)", ErrPermanent, err)
+		return fmt.Errorf("%w: %w (the master is a Redis Cluster of several nodes: give its address to NewClient, which routes each name to the node that owns its slot; a pool given to NewClientFromPools reaches one node)", ErrPermanent, err)
 	}
 	for _, p := range permanentReplies {
 		if strings.HasPrefix(msg, p) { // errors raised in a script keep the command's prefix

@@ -52,6 +52,12 @@ type command struct {
 	// commands in its buffers when it resumes, an acquire among them, and
 	// only the release sent after it deletes the key that acquire sets.
 	resend bool
+
+	// A Redis Cluster's redirects (clusterroute.go): asking sends ASKING
+	// before the command, on the same connection (the reply to an ASK);
+	// redirects counts the MOVED and ASK replies followed.
+	asking    bool
+	redirects uint8
 }
 
 type reply struct {
@@ -74,6 +80,11 @@ type replyChan chan reply
 func (ch replyChan) put(r reply) { ch <- r }
 
 func (c *command) send(conn redis.Conn) error {
+	if c.asking {
+		if err := conn.Send("ASKING"); err != nil {
+			return err
+		}
+	}
 	return conn.Send(c.cmdName(), c.args...)
 }
 
@@ -106,6 +117,7 @@ func (c *command) deliver(val any, err error) {
 type master struct {
 	addr        string
 	pool        Pool
+	cfg         *clientConfig
 	timeout     time.Duration
 	dialTimeout time.Duration
 	obs         *observer    // the Client's
@@ -135,6 +147,11 @@ type master struct {
 	// script call whose keys are in different slots (CROSSSLOT): the
 	// watchdog batches its renewals per slot there.
 	cluster atomic.Bool
+	// router: the master is a Redis Cluster (or may be one) whose nodes
+	// this Client can dial: the route of the seed master given to
+	// NewClient, shared by its nodes' transports. nil for a master given as
+	// a pool. Set before the writer starts.
+	router *route
 
 	queue   chan *command
 	closing chan struct{}
@@ -167,9 +184,17 @@ type master struct {
 }
 
 func newMaster(addr string, pool Pool, cfg *clientConfig, obs *observer, policy *fencePolicy) *master {
-	m := &master{
+	m := makeMaster(addr, pool, cfg, obs, policy)
+	m.start()
+	return m
+}
+
+// makeMaster returns a master that start sets going.
+func makeMaster(addr string, pool Pool, cfg *clientConfig, obs *observer, policy *fencePolicy) *master {
+	return &master{
 		addr:        addr,
 		pool:        pool,
+		cfg:         cfg,
 		timeout:     cfg.masterTimeout,
 		dialTimeout: cfg.dialTimeout,
 		obs:         obs,
@@ -177,14 +202,27 @@ func newMaster(addr string, pool Pool, cfg *clientConfig, obs *observer, policy 
 		queue:       make(chan *command, queueSize),
 		closing:     make(chan struct{}),
 	}
-	m.wg.Add(1)
-	go m.writeLoop()
-	return m
 }
 
-// submit queues c for the master. It never blocks: when the master is
-// closed, suspected down, or its queue is full, c fails at once.
+// start starts the master's writer.
+func (m *master) start() {
+	m.wg.Add(1)
+	go m.writeLoop()
+}
+
+// submit queues c for the master, or for the node of a Redis Cluster that
+// owns c's slot. It never blocks: when the master is closed, suspected
+// down, or its queue is full, c fails at once.
 func (m *master) submit(c *command) {
+	if r := m.router; r != nil && r.active.Load() {
+		r.submit(c)
+		return
+	}
+	m.enqueue(c)
+}
+
+// enqueue queues c for this master's own connection.
+func (m *master) enqueue(c *command) {
 	m.mu.RLock()
 	if m.closed {
 		m.mu.RUnlock()
@@ -290,7 +328,14 @@ func (m *master) markDown(err error) {
 	}
 	wasUp := m.down == nil
 	m.scripts.Store(false) // until loaded on the next connection
-	m.down = fmt.Errorf("%w: %w", ErrMasterDown, classifyErr(err))
+	if m.router != nil && m != m.router.seed {
+		m.down = fmt.Errorf("%w: cluster node %s: %w", ErrMasterDown, m.addr, classifyErr(err))
+	} else {
+		m.down = fmt.Errorf("%w: %w", ErrMasterDown, classifyErr(err))
+	}
+	if m.router != nil && m.router.active.Load() {
+		m.router.refreshSoon() // its slots may move to a promoted replica
+	}
 	m.notSent = notSentError{m.down}
 	if wasUp {
 		m.downAt = time.Now()
@@ -407,6 +452,9 @@ func (m *master) close() {
 		break
 	}
 	m.sendLate()
+	if m.router != nil && m.router.seed == m {
+		m.router.close() // its cluster's other nodes
+	}
 }
 
 // writeLoop takes what is queued, writes it on the connection with one
@@ -612,6 +660,13 @@ func (p *pipe) readLoop(m *master) {
 				continue
 			}
 			v, err := receiveOrDo(p.conn, m.timeout, "")
+			if c.asking && (err == nil || isReplyError(err)) { // that was ASKING's reply
+				v, err = receiveOrDo(p.conn, m.timeout, "")
+			}
+			if err != nil && m.router != nil && m.router.redirect(m, c, err) {
+				answered++
+				continue // sent on to the node that owns its slot
+			}
 			if err == nil || isReplyError(err) {
 				answered++
 			}

@@ -415,12 +415,12 @@ func (r *renewer) sendRounds() {
 		return kindOrder(a) - kindOrder(b)
 	})
 	clustered := r.c.clusterMasters()
-	r.sendRuns(r.starting, false, func(i int) bool { return clustered == nil || !clustered[i] })
+	r.sendRuns(r.starting, false, maxExtendBatch, func(i int) bool { return clustered == nil || !clustered[i] })
 	if clustered != nil {
 		// A cluster node refuses a call whose keys are in different slots:
 		// one call per run of one kind and one slot there.
 		slices.SortStableFunc(r.starting, kindSlotOrder)
-		r.sendRuns(r.starting, true, func(i int) bool { return clustered[i] })
+		r.sendRuns(r.starting, true, maxExtendBatch, func(i int) bool { return clustered[i] })
 	}
 	clear(r.starting)
 	r.starting = r.starting[:0]
@@ -428,13 +428,13 @@ func (r *renewer) sendRounds() {
 
 // sendRuns sends the extensions of ws (sorted by kind, and by slot when
 // bySlot) to the masters i for which to(i), one script call per run of one
-// kind (and, bySlot, one slot), up to maxExtendBatch leases each. mu is held.
-func (r *renewer) sendRuns(ws []*watch, bySlot bool, to func(i int) bool) {
+// kind (and, bySlot, one slot), up to most leases each. mu is held.
+func (r *renewer) sendRuns(ws []*watch, bySlot bool, most int, to func(i int) bool) {
 	for len(ws) > 0 {
-		// The longest run of one kind's script (and slot), up to maxExtendBatch.
+		// The longest run of one kind's script (and slot), up to most.
 		script := ws[0].m.kind.extendMany
 		k := 1
-		for k < len(ws) && k < maxExtendBatch && ws[k].m.kind.extendMany == script && (!bySlot || ws[k].keySlot() == ws[0].keySlot()) {
+		for k < len(ws) && k < most && ws[k].m.kind.extendMany == script && (!bySlot || ws[k].keySlot() == ws[0].keySlot()) {
 			k++
 		}
 		run := ws[:k]
@@ -458,12 +458,15 @@ func (r *renewer) sendRuns(ws []*watch, bySlot bool, to func(i int) bool) {
 }
 
 // resplit sends the undecided rounds of chunk again to master idx, which
-// refused the call because its keys are in different slots: a cluster node
-// not known as one yet (its INFO refused, or not read when the call was
-// built), or a proxy that enforces slots. From now on it gets calls per
-// slot. The refusal is not counted: each round gets that master's one
+// refused the call: with CROSSSLOT, because its keys are in different
+// slots (a cluster node not known as one yet: its INFO refused, or not read
+// when the call was built; or a proxy that enforces slots), so from now on
+// it gets calls per slot; with TRYAGAIN, because the slot is being moved to
+// another node and some of the keys have moved, so each lease gets a call
+// of its own, which the node runs or redirects (ASK) to the keys' new
+// node. The refusal is not counted: each round gets that master's one
 // answer from the new calls. mu is held.
-func (r *renewer) resplit(chunk *renewChunk, idx int) {
+func (r *renewer) resplit(chunk *renewChunk, idx int, most int) {
 	r.c.masters[idx].cluster.Store(true)
 	var ws []*watch
 	for _, rd := range chunk.rounds {
@@ -472,7 +475,7 @@ func (r *renewer) resplit(chunk *renewChunk, idx int) {
 		}
 	}
 	slices.SortStableFunc(ws, kindSlotOrder)
-	r.sendRuns(ws, true, func(i int) bool { return i == idx })
+	r.sendRuns(ws, true, most, func(i int) bool { return i == idx })
 }
 
 // kindSlotOrder orders leases by kind (see kindOrder), then by slot.
@@ -498,7 +501,11 @@ func (r *renewer) onReply(rep reply) {
 	}
 	chunk := rep.tag.(*renewChunk)
 	if len(chunk.rounds) > 1 && isReply(rep.err, "CROSSSLOT") {
-		r.resplit(chunk, rep.idx)
+		r.resplit(chunk, rep.idx, maxExtendBatch)
+		return
+	}
+	if len(chunk.rounds) > 1 && isReply(rep.err, "TRYAGAIN") {
+		r.resplit(chunk, rep.idx, 1)
 		return
 	}
 	vals, isArray := rep.val.([]any)

@@ -49,6 +49,12 @@ type MasterStats struct {
 	// Deferred is the number of releases kept for the master while it is
 	// down, sent when it answers again.
 	Deferred int `json:"deferred"`
+	// Nodes are the other nodes of a master that is a Redis Cluster of
+	// several nodes, by address, each with the state and counters of its
+	// own connection; the fields above are those of the node given to
+	// NewClient. A node down or fenced fails the names in its slots only:
+	// State above does not show it.
+	Nodes []MasterStats `json:"nodes,omitempty"`
 }
 
 // Stats returns a snapshot of the Client's masters, leases and waiters. It
@@ -57,31 +63,44 @@ type MasterStats struct {
 func (c *Client) Stats() Stats {
 	s := Stats{Masters: make([]MasterStats, len(c.masters)), Quorum: c.quorum, Waiting: int(c.waiting.Load())}
 	for i, m := range c.masters {
-		ms := &s.Masters[i]
-		ms.Addr = m.addr
-		ms.RoundTrips, ms.Replies, ms.Failures = m.flushes.Load(), m.replies.Load(), m.failures.Load()
-		ms.Queued = len(m.queue)
-		if e := m.lastErr.Load(); e != nil {
-			ms.LastError = (*e).Error()
+		ms, up := m.stats()
+		if r := m.router; r != nil && r.active.Load() {
+			ms.Nodes = r.nodeStats()
 		}
-		fenced := m.fenced.Load()
-		m.mu.RLock()
-		down, closed := m.down, m.closed
-		ms.Deferred = len(m.deferred)
-		m.mu.RUnlock()
-		switch {
-		case closed:
-			ms.State, ms.Reason = "down", ErrClosed.Error()
-		case down != nil:
-			ms.State, ms.Reason = "down", down.Error()
-		case fenced != nil:
-			ms.State, ms.Reason = "fenced", (*fenced).Error()
-		default:
-			ms.State = "up"
+		s.Masters[i] = ms
+		if up {
 			s.Up++
 		}
 	}
 	s.Leases = c.renewer.size()
 	s.EventsDropped = c.obs.dropped.Load()
 	return s
+}
+
+// stats returns the master's own stats (its transport's), and whether it
+// counts now (neither down nor fenced).
+func (m *master) stats() (ms MasterStats, up bool) {
+	ms.Addr = m.addr
+	ms.RoundTrips, ms.Replies, ms.Failures = m.flushes.Load(), m.replies.Load(), m.failures.Load()
+	ms.Queued = len(m.queue)
+	if e := m.lastErr.Load(); e != nil {
+		ms.LastError = (*e).Error()
+	}
+	fenced := m.fenced.Load()
+	m.mu.RLock()
+	down, closed := m.down, m.closed
+	ms.Deferred = len(m.deferred)
+	m.mu.RUnlock()
+	switch {
+	case closed:
+		ms.State, ms.Reason = "down", ErrClosed.Error()
+	case down != nil:
+		ms.State, ms.Reason = "down", down.Error()
+	case fenced != nil:
+		ms.State, ms.Reason = "fenced", (*fenced).Error()
+	default:
+		ms.State = "up"
+		up = true
+	}
+	return ms, up
 }

@@ -1,0 +1,407 @@
+package distlock
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+)
+
+const (
+	// numSlots is the number of Redis Cluster hash slots.
+	numSlots = 16384
+	// maxRedirects bounds the MOVED and ASK replies one command follows:
+	// more means the slot map is in flux, and the command fails (a
+	// transient failure: its round's retry takes over).
+	maxRedirects = 5
+	// maxNodes bounds the node transports of one cluster master, against
+	// redirects that name ever new addresses.
+	maxNodes = 1000
+	// refreshEvery is how often the slot map is read again while a node
+	// is suspected down (its slots may move to a promoted replica);
+	// refreshMin is the least time between two reads.
+	refreshEvery = time.Second
+	refreshMin   = 100 * time.Millisecond
+)
+
+// route sends a cluster master's commands to the nodes that own their
+// slots, each node over its own pipelined transport (a master of its own,
+// with its own connection, checks and restart fence). The master the
+// Client was given, the first seed node's transport, owns the route.
+//
+// Routing starts at the first MOVED or ASK reply: until then every command
+// goes to the seed, so a plain master or a one-node cluster costs one
+// atomic load per command. Then the slot map is read (CLUSTER SLOTS) and
+// kept current: a MOVED reply moves its slot at once and reads the map
+// again; a node suspected down has the map read every refreshEvery until
+// it is back, so its slots follow a promoted replica. A command answered
+// MOVED or ASK did not run, so it is sent to the node named (after ASKING,
+// on the same connection, for ASK), at most maxRedirects times.
+type route struct {
+	seed  *master                       // the Client's master
+	dial  func(addr string) *redis.Pool // the pool of a discovered node
+	seeds []string                      // the other seed nodes' addresses (host:port)
+
+	active atomic.Bool // commands are routed by slot
+	table  atomic.Pointer[[numSlots]atomic.Pointer[master]]
+
+	kick chan struct{} // wakes the refresher
+
+	mu       sync.Mutex
+	nodes    map[string]*master // by address, the seed's included
+	replicas map[string]bool    // addresses a slot map listed as replicas
+	pools    []*redis.Pool      // the nodes' pools, closed by close
+	started  bool               // the refresher runs
+	closed   bool
+	last     time.Time // the last read of the map
+}
+
+// newRoute returns the route of seed, the master given to NewClient at
+// address (host:port, as a cluster names its nodes).
+func newRoute(seed *master, address string, dial func(addr string) *redis.Pool, seeds []string) *route {
+	r := &route{seed: seed, dial: dial, seeds: seeds, kick: make(chan struct{}, 1),
+		nodes: map[string]*master{address: seed}, replicas: map[string]bool{}}
+	seed.router = r
+	return r
+}
+
+// submit queues c on the node that owns its slot (the seed while the slot
+// is not known, or c has no key).
+func (r *route) submit(c *command) {
+	if key, ok := c.key(); ok {
+		if n := r.table.Load()[keySlot(key)].Load(); n != nil {
+			n.enqueue(c)
+			return
+		}
+	}
+	r.seed.enqueue(c)
+}
+
+// key returns the first key c touches, if any.
+func (c *command) key() (string, bool) {
+	a := c.args
+	if c.script != nil { // EVALSHA sha numkeys key...
+		if len(a) < 3 || argString(a[1]) == "0" {
+			return "", false
+		}
+		return argString(a[2]), true
+	}
+	if len(a) == 0 {
+		return "", false
+	}
+	return argString(a[0]), true
+}
+
+func argString(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []byte:
+		return string(v)
+	case int:
+		return strconv.Itoa(v)
+	default:
+		return fmt.Sprint(v)
+	}
+}
+
+// redirect follows a MOVED or ASK reply that node from gave to c: it sends
+// c to the node named and reports true, or reports false when err is no
+// redirect or cannot be followed (c is then answered with err).
+func (r *route) redirect(from *master, c *command, err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	f := strings.Fields(string(re))
+	if len(f) != 3 || f[0] != "MOVED" && f[0] != "ASK" {
+		return false
+	}
+	slot, perr := strconv.Atoi(f[1])
+	host, port, herr := net.SplitHostPort(f[2])
+	if perr != nil || slot < 0 || slot >= numSlots || herr != nil {
+		return false
+	}
+	if host == "" || host == "?" { // the node does not know its address: the one that answered's
+		host, _, _ = net.SplitHostPort(from.addr)
+	}
+	if c.redirects >= maxRedirects {
+		c.deliver(nil, fmt.Errorf("distlock: cluster node %s redirected a command %d times (last: %s): the slot map is changing", from.addr, c.redirects, re))
+		return true
+	}
+	n := r.node(net.JoinHostPort(host, port))
+	if n == nil {
+		return false // closed, or too many nodes
+	}
+	c.redirects++
+	c.asking = f[0] == "ASK" // ASK: this once, and the map stays
+	if !c.asking {
+		r.table.Load()[slot].Store(n)
+		r.refreshSoon()
+	}
+	n.enqueue(c)
+	return true
+}
+
+// activate starts routing by slot, and the refresher (r.mu held).
+func (r *route) activate() {
+	if r.started || r.closed {
+		return
+	}
+	r.started = true
+	r.table.Store(new([numSlots]atomic.Pointer[master]))
+	r.active.Store(true)
+	r.seed.wg.Add(1)
+	go r.refresher()
+	r.refreshSoon()
+}
+
+// refreshSoon asks the refresher to read the slot map again.
+func (r *route) refreshSoon() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// node returns the transport to the node at addr, made on first use; nil
+// after close or past maxNodes.
+func (r *route) node(addr string) *master {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n, ok := r.nodes[addr]; ok || r.closed {
+		return n
+	}
+	if len(r.nodes) >= maxNodes {
+		return nil
+	}
+	r.activate() // the first redirect
+	s := r.seed
+	p := r.dial(addr)
+	r.pools = append(r.pools, p)
+	n := makeMaster(addr, p, s.cfg, s.obs, s.policy)
+	n.router = r
+	if r.replicas[addr] {
+		// A replica this Client saw in a slot map: once it owns slots it
+		// was promoted, and gets the restart fence (see master.learn).
+		n.role = "slave"
+	}
+	n.start()
+	r.nodes[addr] = n
+	return n
+}
+
+// refresher reads the slot map when kicked, and every refreshEvery while a
+// node is suspected down, until the seed closes.
+func (r *route) refresher() {
+	defer r.seed.wg.Done()
+	t := time.NewTimer(refreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.seed.closing:
+			return
+		case <-r.kick:
+		case <-t.C:
+			if !r.anyDown() {
+				t.Reset(refreshEvery)
+				continue
+			}
+		}
+		if wait := refreshMin - time.Since(r.last); wait > 0 {
+			select {
+			case <-r.seed.closing:
+				return
+			case <-time.After(wait):
+			}
+		}
+		r.last = time.Now()
+		r.refresh()
+		t.Reset(refreshEvery)
+	}
+}
+
+func (r *route) anyDown() bool {
+	r.mu.Lock()
+	nodes := slices.Collect(maps.Values(r.nodes))
+	r.mu.Unlock()
+	for _, n := range nodes {
+		if n.downErr() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// refresh reads the slot map from the first node that answers (the seed,
+// the known nodes, the other seeds) and applies it.
+func (r *route) refresh() {
+	r.mu.Lock()
+	asked := make([]*master, 0, len(r.nodes))
+	asked = append(asked, r.seed)
+	for _, n := range r.nodes {
+		if n != r.seed && n.downErr() == nil {
+			asked = append(asked, n)
+		}
+	}
+	r.mu.Unlock()
+	for _, n := range asked {
+		if slots, err := readSlots(n.pool, n); err == nil {
+			r.apply(slots)
+			return
+		}
+	}
+	for _, addr := range r.seeds {
+		if n := r.node(addr); n != nil {
+			if slots, err := readSlots(n.pool, n); err == nil {
+				r.apply(slots)
+				return
+			}
+		}
+	}
+}
+
+// slotRange is one range of a slot map: its owner and replicas.
+type slotRange struct {
+	lo, hi   int
+	owner    string
+	replicas []string
+}
+
+// readSlots runs CLUSTER SLOTS on a connection of pool, for the node n.
+func readSlots(pool Pool, n *master) ([]slotRange, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), n.dialTimeout)
+	defer cancel()
+	conn, err := pool.GetContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	v, err := receiveOrDo(conn, n.timeout, "CLUSTER", "SLOTS")
+	if err != nil {
+		return nil, err
+	}
+	host, _, _ := net.SplitHostPort(n.addr)
+	return parseSlots(v, host)
+}
+
+// parseSlots parses a CLUSTER SLOTS reply; a node with no address given is
+// at host (the node asked).
+func parseSlots(v any, host string) ([]slotRange, error) {
+	rows, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("CLUSTER SLOTS: unexpected reply %T", v)
+	}
+	var out []slotRange
+	for _, row := range rows {
+		f, ok := row.([]any)
+		if !ok || len(f) < 3 {
+			return nil, errors.New("CLUSTER SLOTS: malformed range")
+		}
+		lo, err1 := redis.Int(f[0], nil)
+		hi, err2 := redis.Int(f[1], nil)
+		if err1 != nil || err2 != nil || lo < 0 || hi < lo || hi >= numSlots {
+			return nil, errors.New("CLUSTER SLOTS: malformed range")
+		}
+		sr := slotRange{lo: lo, hi: hi}
+		for i, node := range f[2:] {
+			nf, ok := node.([]any)
+			if !ok || len(nf) < 2 {
+				return nil, errors.New("CLUSTER SLOTS: malformed node")
+			}
+			h, _ := redis.String(nf[0], nil)
+			port, err := redis.Int(nf[1], nil)
+			if err != nil || port < 1 || port > 65535 {
+				return nil, errors.New("CLUSTER SLOTS: malformed node")
+			}
+			if h == "" || h == "?" {
+				h = host
+			}
+			addr := net.JoinHostPort(h, strconv.Itoa(port))
+			if i == 0 {
+				sr.owner = addr
+			} else {
+				sr.replicas = append(sr.replicas, addr)
+			}
+		}
+		out = append(out, sr)
+	}
+	return out, nil
+}
+
+// apply makes slots the map: each range's owner gets its slots, and its
+// replicas are remembered (see node).
+func (r *route) apply(slots []slotRange) {
+	r.mu.Lock()
+	for _, sr := range slots {
+		for _, a := range sr.replicas {
+			r.replicas[a] = true
+		}
+	}
+	r.mu.Unlock()
+	table := r.table.Load()
+	for _, sr := range slots {
+		n := r.node(sr.owner)
+		if n == nil {
+			continue
+		}
+		for s := sr.lo; s <= sr.hi; s++ {
+			table[s].Store(n)
+		}
+	}
+}
+
+// close stops the node transports (the seed's caller closes the seed) and
+// their pools.
+func (r *route) close() {
+	r.mu.Lock()
+	r.closed = true
+	nodes := make([]*master, 0, len(r.nodes))
+	for _, n := range r.nodes {
+		if n != r.seed {
+			nodes = append(nodes, n)
+		}
+	}
+	pools := r.pools
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.close()
+		}()
+	}
+	wg.Wait()
+	for _, p := range pools {
+		_ = p.Close()
+	}
+}
+
+// nodeStats returns the stats of the nodes other than the seed, by address.
+func (r *route) nodeStats() []MasterStats {
+	r.mu.Lock()
+	nodes := make([]*master, 0, len(r.nodes))
+	for _, n := range r.nodes {
+		if n != r.seed {
+			nodes = append(nodes, n)
+		}
+	}
+	r.mu.Unlock()
+	slices.SortFunc(nodes, func(a, b *master) int { return cmp.Compare(a.addr, b.addr) })
+	out := make([]MasterStats, len(nodes))
+	for i, n := range nodes {
+		out[i], _ = n.stats()
+	}
+	return out
+}
