@@ -2,6 +2,7 @@ package distlock_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -318,4 +319,197 @@ func TestClusterSlotMigration(t *testing.T) {
 	n, err := redis.Int(to.Do("CLUSTER", "COUNTKEYSINSLOT", slot))
 	require.NoError(t, err)
 	assert.Zero(t, n, "keys left in the slot")
+}
+
+// nameOn returns a new lock name in a slot that node owns.
+func nameOn(t *testing.T, cl *distlocktest.Cluster, node *distlocktest.Server) string {
+	for {
+		if n := lockName(t); cl.NodeFor(n) == node {
+			return n
+		}
+	}
+}
+
+// TestClusterNodeKilled: a node of a 3-node cluster that keeps serving
+// with a node down (cluster-require-full-coverage no) is killed. Names in
+// its slots fail with an error that names the node; their holders are told
+// their leases are lost; names on the other nodes keep being locked and
+// renewed; and the seed itself may be the node killed.
+func TestClusterNodeKilled(t *testing.T) {
+	for _, killed := range []int{2, 0} {
+		t.Run(fmt.Sprintf("node %d of the seed 0", killed), func(t *testing.T) {
+			cl := distlocktest.NewCluster(t, 3, "--cluster-require-full-coverage", "no")
+			c := newClient(t, cl.Addrs()[:1])
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			ttl := time.Second
+			dead := cl.Nodes()[killed]
+			var onDead *distlock.Lease
+			var alive []*distlock.Lease
+			for _, n := range cl.Nodes() {
+				for range 5 {
+					l, err := newMutex(t, c, nameOn(t, cl, n), distlock.WithTTL(ttl)).Lock(ctx)
+					require.NoError(t, err)
+					if n == dead {
+						onDead = l
+					} else {
+						alive = append(alive, l)
+					}
+				}
+			}
+			require.NoError(t, cl.KillNode(killed))
+			select {
+			case <-onDead.Done():
+				require.ErrorIs(t, onDead.Err(), distlock.ErrLeaseLost)
+			case <-time.After(5 * ttl):
+				t.Fatal("the holder of a lease on the dead node was not told")
+			}
+			short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+			_, err := newMutex(t, c, nameOn(t, cl, dead)).Lock(short)
+			cancelShort()
+			require.ErrorIs(t, err, distlock.ErrNotAcquired)
+			assert.ErrorContains(t, err, dead.Addr(), "the error names the node")
+			t.Log(err)
+			for _, n := range cl.Nodes() {
+				if n == dead {
+					continue
+				}
+				for range 5 {
+					l, err := newMutex(t, c, nameOn(t, cl, n)).Lock(ctx)
+					require.NoError(t, err, "a name on a live node")
+					require.NoError(t, l.Unlock(ctx))
+				}
+			}
+			time.Sleep(2 * ttl)
+			for _, l := range alive {
+				require.NoError(t, l.Err(), "a lease on a live node")
+				require.NoError(t, l.Unlock(ctx))
+			}
+		})
+	}
+}
+
+// TestRedlockOverClusters: three independent 3-node clusters are the three
+// masters of a Redlock. The quorum table holds with clusters as masters:
+// names on every node are locked with all three up and with one whole
+// cluster down, and their leases kept; with two down, no lock is taken and
+// the leases held are lost.
+func TestRedlockOverClusters(t *testing.T) {
+	var cls [3]*distlocktest.Cluster
+	var wg sync.WaitGroup
+	for i := range cls {
+		wg.Add(1)
+		go func() { // about two seconds each, at once
+			defer wg.Done()
+			cls[i], _ = distlocktest.StartCluster(3)
+		}()
+	}
+	wg.Wait()
+	var addrs []string
+	for _, cl := range cls {
+		if cl == nil {
+			t.Fatal("a cluster did not start")
+		}
+		t.Cleanup(func() { cl.Close() })
+		addrs = append(addrs, cl.Addrs()[0])
+	}
+	c := newClient(t, addrs)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ttl := time.Second
+	lockMany := func(n int) ([]*distlock.Lease, error) {
+		var ls []*distlock.Lease
+		for range n {
+			l, err := newMutex(t, c, lockName(t), distlock.WithTTL(ttl)).Lock(ctx)
+			if err != nil {
+				return ls, err
+			}
+			ls = append(ls, l)
+		}
+		return ls, nil
+	}
+	held, err := lockMany(30)
+	require.NoError(t, err, "three clusters up")
+	require.NoError(t, cls[2].Close()) // a whole cluster down
+	more, err := lockMany(30)
+	require.NoError(t, err, "two clusters of three up")
+	time.Sleep(2 * ttl)
+	for _, l := range append(held, more...) {
+		require.NoError(t, l.Err(), "kept with two clusters of three")
+	}
+	require.NoError(t, cls[1].Close()) // one cluster of three: no quorum
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	defer cancelShort()
+	_, err = newMutex(t, c, lockName(t)).Lock(short)
+	require.ErrorIs(t, err, distlock.ErrNotAcquired)
+	var qe *distlock.QuorumError
+	require.ErrorAs(t, err, &qe)
+	assert.Equal(t, 2, qe.Needed)
+	for _, l := range held {
+		select {
+		case <-l.Done():
+			require.ErrorIs(t, l.Err(), distlock.ErrLeaseLost)
+		case <-time.After(5 * ttl):
+			t.Fatal("a lease outlived the quorum")
+		}
+	}
+}
+
+// TestClusterFailoverFenced: a shard's master dies and the cluster promotes
+// its replica. The Client follows the shard's slots to the replica, which
+// is a new master for the restart fence: it does not count for the fence's
+// length (it may lack the last writes of the master it replaces), then it
+// serves the shard's names again.
+func TestClusterFailoverFenced(t *testing.T) {
+	cl := distlocktest.NewCluster(t, 3)
+	rep, err := cl.AddReplica(1)
+	require.NoError(t, err)
+	fence := 3 * time.Second
+	log := &recorder{}
+	c, err := distlock.NewClient(cl.Addrs()[:1], distlock.WithRestartFence(fence), distlock.WithObserver(log.observe))
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := nameOn(t, cl, cl.Nodes()[1])
+	m := newMutex(t, c, name, distlock.WithTTL(time.Second))
+	l, err := m.Lock(ctx) // waits out the first-contact fence of nodes started less than 3s ago
+	require.NoError(t, err)
+	require.NoError(t, cl.KillNode(1))
+	select {
+	case <-l.Done():
+		require.ErrorIs(t, l.Err(), distlock.ErrLeaseLost)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder was not told its shard's master died")
+	}
+	// The shard's names fail while its master is down, then, once the
+	// replica took over, while the replica is fenced: never granted before.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l, err := m.TryLock(ctx)
+		if err == nil {
+			_ = l.Unlock(ctx)
+			t.Fatal("acquired on the promoted replica before its fence")
+		}
+		if errors.Is(err, distlock.ErrMasterFenced) {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the promoted replica was not fenced: %v", err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	fencedAt := time.Now()
+	ev := log.await(t, "the promoted replica fenced", func(ev distlock.Event) bool {
+		return ev.Kind == distlock.EventMasterFenced && ev.Master == rep.Addr()
+	})
+	assert.ErrorContains(t, ev.Err, "promoted")
+	l, err = m.Lock(ctx)
+	require.NoError(t, err, "served by the promoted replica after the fence")
+	assert.Greater(t, time.Since(fencedAt), fence/2, "held off for the fence")
+	require.NoError(t, l.Unlock(ctx))
+	st := c.Stats().Masters[0]
+	addrs := []string{}
+	for _, n := range st.Nodes {
+		addrs = append(addrs, n.Addr)
+	}
+	assert.Contains(t, addrs, rep.Addr())
 }

@@ -139,7 +139,7 @@ func (r *route) redirect(from *master, c *command, err error) bool {
 		c.deliver(nil, fmt.Errorf("distlock: cluster node %s redirected a command %d times (last: %s): the slot map is changing", from.addr, c.redirects, re))
 		return true
 	}
-	n := r.node(net.JoinHostPort(host, port))
+	n := r.node(net.JoinHostPort(host, port), false)
 	if n == nil {
 		return false // closed, or too many nodes
 	}
@@ -175,8 +175,10 @@ func (r *route) refreshSoon() {
 }
 
 // node returns the transport to the node at addr, made on first use; nil
-// after close or past maxNodes.
-func (r *route) node(addr string) *master {
+// after close or past maxNodes. A node made as promoted, or that a slot map
+// listed as a replica, gets the restart fence at its first check, as a
+// replica promoted since the last check does (see master.learn).
+func (r *route) node(addr string, promoted bool) *master {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n, ok := r.nodes[addr]; ok || r.closed {
@@ -191,9 +193,7 @@ func (r *route) node(addr string) *master {
 	r.pools = append(r.pools, p)
 	n := makeMaster(addr, p, s.cfg, s.obs, s.policy)
 	n.router = r
-	if r.replicas[addr] {
-		// A replica this Client saw in a slot map: once it owns slots it
-		// was promoted, and gets the restart fence (see master.learn).
+	if promoted || r.replicas[addr] {
 		n.role = "slave"
 	}
 	n.start()
@@ -262,7 +262,7 @@ func (r *route) refresh() {
 		}
 	}
 	for _, addr := range r.seeds {
-		if n := r.node(addr); n != nil {
+		if n := r.node(addr, false); n != nil {
 			if slots, err := readSlots(n.pool, n); err == nil {
 				r.apply(slots)
 				return
@@ -340,7 +340,8 @@ func parseSlots(v any, host string) ([]slotRange, error) {
 }
 
 // apply makes slots the map: each range's owner gets its slots, and its
-// replicas are remembered (see node).
+// replicas are remembered (see node). A node new to this Client that takes
+// over the slots of a node suspected down is taken for a promoted replica.
 func (r *route) apply(slots []slotRange) {
 	r.mu.Lock()
 	for _, sr := range slots {
@@ -351,7 +352,8 @@ func (r *route) apply(slots []slotRange) {
 	r.mu.Unlock()
 	table := r.table.Load()
 	for _, sr := range slots {
-		n := r.node(sr.owner)
+		old := table[sr.lo].Load()
+		n := r.node(sr.owner, old != nil && old.addr != sr.owner && old.downErr() != nil)
 		if n == nil {
 			continue
 		}

@@ -31,8 +31,10 @@ const clusterReadyTimeout = 15 * time.Second
 // next, and so on. Its methods are safe for concurrent use, but a slot
 // migration must not run concurrently with another one of the same slot.
 type Cluster struct {
-	nodes []*Server
-	ids   []string // ids[i] is nodes[i]'s cluster node ID
+	nodes    []*Server
+	ids      []string // ids[i] is nodes[i]'s cluster node ID
+	args     []string // every node's redis-server arguments
+	replicas []*Server
 }
 
 // StartCluster starts k redis-servers in cluster mode (--cluster-enabled
@@ -65,7 +67,7 @@ func StartCluster(k int, extra ...string) (*Cluster, error) {
 		// CLUSTER SLOTS gives "" as its IP.
 		"--cluster-announce-ip", "127.0.0.1",
 	}, extra...)
-	c := &Cluster{}
+	c := &Cluster{args: args}
 	fail := func(err error) (*Cluster, error) {
 		c.Close()
 		return nil, err
@@ -145,7 +147,7 @@ func (c *Cluster) Addrs() []string { return Addrs(c.nodes) }
 // error removing a directory. Closing twice is not an error.
 func (c *Cluster) Close() error {
 	var errs []error
-	for _, s := range c.nodes {
+	for _, s := range append(c.nodes, c.replicas...) {
 		if err := s.Close(); err != nil {
 			errs = append(errs, err)
 		}
@@ -171,6 +173,95 @@ func (c *Cluster) KillNode(i int) error {
 		return fmt.Errorf("distlocktest: no cluster node %d (cluster of %d)", i, len(c.nodes))
 	}
 	return c.nodes[i].Kill()
+}
+
+// AddReplica starts a replica of node i (of Nodes): a redis-server with the
+// cluster's arguments, joined with CLUSTER MEET and made node i's replica
+// with CLUSTER REPLICATE. It waits, at most 15 seconds, until the replica
+// is in sync (master_link_status:up) and every node lists it in CLUSTER
+// SLOTS. Killing node i then has the cluster promote the replica, about
+// two seconds after the node timeout; it takes node i's slots, at its own
+// address. The replica is not one of Nodes; Close stops it.
+func (c *Cluster) AddReplica(i int) (*Server, error) {
+	if i < 0 || i >= len(c.nodes) {
+		return nil, fmt.Errorf("distlocktest: no cluster node %d (cluster of %d)", i, len(c.nodes))
+	}
+	r, err := StartServer(c.args...)
+	if err != nil {
+		return nil, err
+	}
+	c.replicas = append(c.replicas, r)
+	host, port, _ := net.SplitHostPort(c.nodes[i].Addr())
+	if _, err := r.Do("CLUSTER", "MEET", host, port); err != nil {
+		return nil, fmt.Errorf("distlocktest: CLUSTER MEET on %s: %w", r.Addr(), err)
+	}
+	// The first sync at once, not after redis' default 5 seconds.
+	if _, err := c.nodes[i].Do("CONFIG", "SET", "repl-diskless-sync-delay", "0"); err != nil {
+		return nil, fmt.Errorf("distlocktest: CONFIG SET on %s: %w", c.nodes[i].Addr(), err)
+	}
+	deadline := time.Now().Add(clusterReadyTimeout)
+	replicating := false
+	for {
+		// It must know node i (gossip) before it can replicate it, then be
+		// in sync, and known to every node as node i's replica.
+		var err error
+		if !replicating {
+			_, err = r.Do("CLUSTER", "REPLICATE", c.ids[i])
+			replicating = err == nil
+		}
+		if err == nil {
+			err = c.replicaReady(r)
+		}
+		if err == nil {
+			return r, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("distlocktest: replica %s of %s not ready after %v: %w", r.Addr(), c.nodes[i].Addr(), clusterReadyTimeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// replicaReady returns nil if r is in sync with its master and every node
+// lists it as a replica in CLUSTER SLOTS.
+func (c *Cluster) replicaReady(r *Server) error {
+	info, err := redis.String(r.Do("INFO", "replication"))
+	if err != nil {
+		return err
+	}
+	if st := infoField(info, "master_link_status"); st != "up" {
+		return fmt.Errorf("master_link_status:%s", st)
+	}
+	for _, s := range c.nodes {
+		v, err := redis.Values(s.Do("CLUSTER", "SLOTS"))
+		if err != nil {
+			return err
+		}
+		if !listsReplica(v, r.Addr()) {
+			return fmt.Errorf("node %s does not list the replica yet", s.Addr())
+		}
+	}
+	return nil
+}
+
+// listsReplica reports whether a CLUSTER SLOTS reply lists addr as a
+// replica of some range.
+func listsReplica(slots []any, addr string) bool {
+	for _, row := range slots {
+		f, _ := row.([]any)
+		for j := 3; j < len(f); j++ { // start, end, master, replicas...
+			n, _ := redis.Values(f[j], nil)
+			if len(n) < 2 {
+				continue
+			}
+			host, _ := redis.String(n[0], nil)
+			port, _ := redis.Int(n[1], nil)
+			if net.JoinHostPort(host, strconv.Itoa(port)) == addr {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // SlotOf returns key's Redis Cluster hash slot, from 0 to 16383: CRC16
