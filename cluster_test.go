@@ -513,3 +513,48 @@ func TestClusterFailoverFenced(t *testing.T) {
 	}
 	assert.Contains(t, addrs, rep.Addr())
 }
+
+// TestClusterShardedAnnouncements: on a cluster of several nodes, a
+// waiter's release channel is subscribed with SSUBSCRIBE on the node that
+// owns its slot, the release is announced there with SPUBLISH (never with
+// PUBLISH, which the cluster bus would copy to every node), and the waiter
+// is woken at once, well within its backoff and the holder's TTL. When the
+// slot moves to another node while the waiter waits, the subscription
+// follows it, and the waiter is still woken at once.
+func TestClusterShardedAnnouncements(t *testing.T) {
+	cl := distlocktest.NewCluster(t, 3)
+	c := newClient(t, cl.Addrs()[:1])
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	nodes := cl.Nodes()
+	for _, move := range []bool{false, true} {
+		name := nameOn(t, cl, nodes[2])
+		holder, err := newMutex(t, c, name, distlock.WithTTL(30*time.Second)).Lock(ctx)
+		require.NoError(t, err)
+		got := lockAsync(ctx, newMutex(t, c, name, distlock.WithRetry(slowRetry)))
+		owner := nodes[2]
+		shardSubscribed := func() bool {
+			v, err := redis.Strings(owner.Do("PUBSUB", "SHARDCHANNELS"))
+			return err == nil && len(v) == 1 && strings.Contains(v[0], name)
+		}
+		require.Eventually(t, shardSubscribed, 5*time.Second, 5*time.Millisecond, "subscribed on the slot's node")
+		if move {
+			owner = nodes[1]
+			require.NoError(t, cl.MigrateSlot(cl.SlotOf(name), owner))
+			require.Eventually(t, shardSubscribed, 10*time.Second, 5*time.Millisecond, "the subscription followed the slot")
+		}
+		released := time.Now()
+		require.NoError(t, holder.Unlock(ctx))
+		select {
+		case err := <-got:
+			require.NoError(t, err)
+			assert.Less(t, time.Since(released), time.Second, "woken by the announcement, not the 5s backoff")
+		case <-time.After(20 * time.Second):
+			t.Fatal("the waiter was not woken")
+		}
+		stats, err := redis.String(owner.Do("INFO", "commandstats"))
+		require.NoError(t, err)
+		assert.Contains(t, stats, "cmdstat_spublish:")
+		assert.NotContains(t, stats, "cmdstat_publish:")
+	}
+}

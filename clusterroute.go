@@ -56,6 +56,9 @@ type route struct {
 	table  atomic.Pointer[[numSlots]atomic.Pointer[master]]
 
 	kick chan struct{} // wakes the refresher
+	// subs: the Client's sharded subscriptions on this cluster, placed
+	// again after every read of the map.
+	subs atomic.Pointer[shardSubs]
 
 	mu       sync.Mutex
 	nodes    map[string]*master // by address, the seed's included
@@ -79,10 +82,8 @@ func newRoute(seed *master, address string, dial func(addr string) *redis.Pool, 
 // is not known, or c has no key).
 func (r *route) submit(c *command) {
 	if key, ok := c.key(); ok {
-		if n := r.table.Load()[keySlot(key)].Load(); n != nil {
-			n.enqueue(c)
-			return
-		}
+		r.owner(key).enqueue(c)
+		return
 	}
 	r.seed.enqueue(c)
 }
@@ -255,20 +256,29 @@ func (r *route) refresh() {
 		}
 	}
 	r.mu.Unlock()
+	for _, addr := range r.seeds {
+		if n := r.node(addr, false); n != nil {
+			asked = append(asked, n)
+		}
+	}
 	for _, n := range asked {
 		if slots, err := readSlots(n.pool, n); err == nil {
 			r.apply(slots)
+			if s := r.subs.Load(); s != nil {
+				s.rehome()
+			}
 			return
 		}
 	}
-	for _, addr := range r.seeds {
-		if n := r.node(addr, false); n != nil {
-			if slots, err := readSlots(n.pool, n); err == nil {
-				r.apply(slots)
-				return
-			}
-		}
+}
+
+// owner returns the node that owns key's slot in the map: the seed while
+// the slot is not known.
+func (r *route) owner(key string) *master {
+	if n := r.table.Load()[keySlot(key)].Load(); n != nil {
+		return n
 	}
+	return r.seed
 }
 
 // slotRange is one range of a slot map: its owner and replicas.

@@ -34,7 +34,7 @@ type notifier struct {
 	id string // the Client's id: announcements of its own releases are skipped
 
 	mu        sync.Mutex
-	subs      []*pubsub // one per master; nil until needed
+	subs      []subscriber // one per master, and a sharded one per master that may be a cluster; nil until needed
 	queues    map[lane]*waitQueue
 	listeners map[string][]*listener // by channel: the typed layers' subscriptions (Observe)
 	yields    map[string]time.Time   // set by an Unlock that was announced to others
@@ -74,6 +74,14 @@ func newNotifier(c *Client) *notifier {
 		listeners: make(map[string][]*listener), lingering: make(map[lane]time.Time)}
 }
 
+// subscriber subscribes to channels on one master (pubsub), or on the
+// nodes of a cluster (shardSubs).
+type subscriber interface {
+	add(channel string)
+	remove(channel string)
+	close()
+}
+
 // listener is one typed-layer subscription to a channel.
 type listener struct{ f func(data []byte) }
 
@@ -81,9 +89,11 @@ type listener struct{ f func(data []byte) }
 // held, and the notifier is not closed.
 func (n *notifier) start() {
 	if n.subs == nil {
-		n.subs = make([]*pubsub, len(n.c.masters))
-		for i, ms := range n.c.masters {
-			n.subs[i] = startPubSub(ms, n.onMessage)
+		for _, ms := range n.c.masters {
+			n.subs = append(n.subs, startPubSub(ms, n.onMessage))
+			if ms.router != nil {
+				n.subs = append(n.subs, newShardSubs(ms.router, n.onMessage))
+			}
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -79,11 +80,17 @@ type replyChan chan reply
 
 func (ch replyChan) put(r reply) { ch <- r }
 
-func (c *command) send(conn redis.Conn) error {
+// send writes c on conn; sharded: conn is to a Redis Cluster node, where
+// a script that announces runs as its sharded twin (see lua.sharded).
+func (c *command) send(conn redis.Conn, sharded bool) error {
 	if c.asking {
 		if err := conn.Send("ASKING"); err != nil {
 			return err
 		}
+	}
+	if sharded && c.script != nil && c.script.sharded != nil && len(c.args) > 0 {
+		args := append([]any{c.script.sharded.hashArg}, c.args[1:]...)
+		return conn.Send("EVALSHA", args...)
 	}
 	return conn.Send(c.cmdName(), c.args...)
 }
@@ -613,17 +620,22 @@ func (p *pipe) isDead() bool {
 // write sends the batch with one flush and hands it to the reader. On error
 // nothing was handed over and the caller fails the batch.
 func (p *pipe) write(m *master, batch []*command) error {
+	sharded := m.cluster.Load()
 	if p.needLoad.Swap(false) {
 		// Pipelined like any command (a synchronous SCRIPT LOAD would read
 		// replies that belong to the reader); their replies are discarded.
-		loads := make([]*command, 0, len(scriptSources)+len(batch))
-		for i, src := range scriptSources {
-			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}, reply: loadSink{p, m, i == 0, i == len(scriptSources)-1}})
+		srcs := scriptSources
+		if sharded {
+			srcs = append(slices.Clip(srcs), shardedSources...)
+		}
+		loads := make([]*command, 0, len(srcs)+len(batch))
+		for i, src := range srcs {
+			loads = append(loads, &command{name: "SCRIPT", args: []any{"LOAD", src}, reply: loadSink{p, m, i == 0, i == len(srcs)-1}})
 		}
 		batch = append(loads, batch...)
 	}
 	for _, c := range batch {
-		if err := c.send(p.conn); err != nil {
+		if err := c.send(p.conn, sharded); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package distlock
 
 import (
 	_ "embed"
+	"strings"
 
 	"github.com/gomodule/redigo/redis"
 )
@@ -78,12 +79,39 @@ type lua struct {
 	keys    int
 	hashArg any // the hash and key count, boxed once (boxing allocates)
 	keysArg any
+	// sharded is the script's twin for Redis Cluster nodes, for a script
+	// that announces: the same script with SPUBLISH (sharded pub/sub, Redis
+	// 7) for PUBLISH, so that an announcement goes to the subscribers of
+	// the node that owns its channel's slot, not over the cluster bus to
+	// every node. nil for the others.
+	sharded *lua
 }
 
 func newLua(keys int, src string) *lua {
 	s := redis.NewScript(keys, src)
-	return &lua{Script: s, keys: keys, hashArg: s.Hash(), keysArg: keys}
+	l := &lua{Script: s, keys: keys, hashArg: s.Hash(), keysArg: keys}
+	if twin := shardedSource(src); twin != src {
+		l.sharded = newLua(keys, twin)
+	}
+	return l
 }
+
+// shardedSource returns src with its announcements on sharded pub/sub.
+func shardedSource(src string) string {
+	return strings.ReplaceAll(src, "redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+}
+
+// shardedSources are the sharded twins of the scripts that announce,
+// loaded on the connections to Redis Cluster nodes.
+var shardedSources = func() []string {
+	var out []string
+	for _, src := range scriptSources {
+		if twin := shardedSource(src); twin != src {
+			out = append(out, twin)
+		}
+	}
+	return out
+}()
 
 // evalsha returns the arguments of EVALSHA for keysAndArgs: built once per
 // round and shared by every master's command.
