@@ -3,7 +3,7 @@
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: demo test bench bench-compare keepalive history redis
+.PHONY: demo test bench bench-compare keepalive keepalive-cluster history redis
 
 demo: redis
 	go run ./examples/worker
@@ -30,6 +30,11 @@ bench-compare: redis
 # Leases kept alive by one process, distlock against a naive renewer.
 keepalive: redis
 	cd bench && go run ./keepalive -window 30s
+
+# The same at the default TTL (10s), distlock only, on one plain master
+# beside one Redis Cluster of 3 nodes given by one seed address.
+keepalive-cluster: redis
+	cd bench && go run ./keepalive -cluster 3 -ttl 10s -leases 100000,300000 -window 30s
 
 # The history checker's long profile: 20 seeds of 60s of faults (about 25
 # minutes); a failing seed is printed and replays with -seed N.

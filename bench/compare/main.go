@@ -171,9 +171,7 @@ func measure(servers []*distlocktest.Server, addrs []string, flush func(), dur t
 				for _, s := range servers[:n] {
 					_, _ = s.Do("CONFIG", "RESETSTAT")
 				}
-				cpu0 := serverCPU(servers[:n])
-				r := uncontended(l, g, dur)
-				r.ServerUS = (serverCPU(servers[:n]) - cpu0) * 1e6 / (r.OpsPerSec * r.Elapsed.Seconds())
+				r := uncontendedCPU(l, servers[:n], g, dur)
 				l.close()
 				r.Scenario, r.Library, r.Reference, r.Settings, r.Masters = "S1", lib.name, lib.reference, lib.settings(false), n
 				add(r)
@@ -297,6 +295,55 @@ func measure(servers []*distlocktest.Server, addrs []string, flush func(), dur t
 			add(r)
 		}
 	}
+
+	if run("S6") {
+		clusterBesideMaster(servers[0], flush, dur, add)
+	}
+}
+
+// clusterBesideMaster is S6: distlock's uncontended cycles on one master
+// that is a Redis Cluster of 3 nodes, given by one seed address (the
+// client finds the other nodes on the first MOVED), beside one plain
+// master. It starts the cluster and stops it.
+func clusterBesideMaster(plain *distlocktest.Server, flush func(), dur time.Duration, add func(result)) {
+	c, err := distlocktest.StartCluster(3)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	targets := []struct {
+		note    string
+		servers []*distlocktest.Server
+		addrs   []string
+	}{
+		{"1 plain master", []*distlocktest.Server{plain}, []string{plain.Addr()}},
+		{"1 cluster of 3 nodes, one seed", c.Nodes(), c.Addrs()[:1]},
+	}
+	for _, g := range []int{1, 32} {
+		for _, t := range targets {
+			flush()
+			for _, s := range c.Nodes() {
+				_, _ = s.Do("FLUSHALL")
+			}
+			l, err := newDistlock(t.addrs, false)
+			if err != nil {
+				log.Fatal(err)
+			}
+			r := uncontendedCPU(l, t.servers, g, dur)
+			l.close()
+			r.Scenario, r.Library, r.Settings, r.Masters, r.Note = "S6", "distlock", settingsOf("distlock", false), 1, t.note
+			add(r)
+		}
+	}
+}
+
+// uncontendedCPU runs uncontended (below) and sets the result's ServerUS:
+// the CPU time of servers, the ones l locks on, per cycle.
+func uncontendedCPU(l locker, servers []*distlocktest.Server, g int, d time.Duration) result {
+	cpu0 := serverCPU(servers)
+	r := uncontended(l, g, d)
+	r.ServerUS = (serverCPU(servers) - cpu0) * 1e6 / (r.OpsPerSec * r.Elapsed.Seconds())
+	return r
 }
 
 // uncontended runs lock/unlock cycles from g goroutines, each on its own

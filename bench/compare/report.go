@@ -151,6 +151,8 @@ var headlines = []headline{
 	{"S3 allocations per cycle, 3 masters, one Mutex reused", "≤ 6", allocs(3, "reused")},
 	{"S4 one of 3 masters paused, 1 goroutine: paused ÷ healthy", "≥ 0.9", opsRatio("S4", 3, 1, "distlock", "paused", "distlock", "healthy")},
 	{"S4 one of 3 masters paused, 32 goroutines: paused ÷ healthy", "≥ 0.9", opsRatio("S4", 3, 32, "distlock", "paused", "distlock", "healthy")},
+	{"S6 1 goroutine: one 3-node cluster ÷ one plain master", "", opsRatio("S6", 1, 1, "distlock", "cluster", "distlock", "plain")},
+	{"S6 32 goroutines: one 3-node cluster ÷ one plain master", "", opsRatio("S6", 1, 32, "distlock", "cluster", "distlock", "plain")},
 }
 
 // medians returns one row per key: the median of each measure over the runs
@@ -223,7 +225,8 @@ func markdown(all [][]result) string {
 	b.WriteString("S2: 8 workers on one key, each holding it 1ms: handoffs/s (acquisitions by a worker other than the last holder), ")
 	b.WriteString("all acquisitions/s, and the wait for the lock. S3: heap allocations and bytes per uncontended cycle. ")
 	b.WriteString("S5: distlock's Semaphore, RWMutex reads and writes beside its Mutex, cycles/s. ")
-	b.WriteString("Server µs: the masters' CPU (INFO cpu, user+sys, all masters) per cycle. Kind: reference rows are code written for this comparison (the limit, a naive client), not libraries.\n\n")
+	b.WriteString("S6: distlock's uncontended cycles/s on one master that is a Redis Cluster of 3 nodes (one seed address) beside one plain master. ")
+	b.WriteString("Server µs (S1, S6): the masters' CPU (INFO cpu, user+sys, all masters or cluster nodes) per cycle. Kind: reference rows are code written for this comparison (the limit, a naive client), not libraries.\n\n")
 	b.WriteString("| scenario | library | kind | masters | goroutines | ops/s | spread | acq/s | p50 ms | p99 ms | server µs | failed | overlaps | allocs/op | B/op | note |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	rows := medians(all)
@@ -236,7 +239,7 @@ func markdown(all [][]result) string {
 		if r.Scenario == "S2" {
 			acq = fmt.Sprintf("%.0f", r.AcqPerSec)
 		}
-		if r.Scenario == "S1" {
+		if r.Scenario == "S1" || r.Scenario == "S6" {
 			server = fmt.Sprintf("%.1f", r.ServerUS)
 		}
 		if r.Scenario == "S3" {

@@ -1,5 +1,5 @@
 // Command keepalive measures how many leases one process can keep alive:
-// it holds L leases on 3 local masters (TTL 2s) for a window and reports
+// it holds L leases on 3 local masters (TTL 2s, or -ttl) for a window and reports
 // losses, lease extensions and script calls per second (counted by the
 // servers) and CPU time,
 // for distlock's watchdog (one scheduler per Client, extensions pipelined)
@@ -7,6 +7,13 @@
 // per pooled connection), in the same run on the same servers.
 //
 //	go run ./keepalive -leases 1000,10000,50000,100000 -window 30s
+//
+// With -cluster k it holds the leases, with distlock only, on one plain
+// master and then on one Redis Cluster of k nodes given by one seed
+// address, in the same run, so that the rows compare a cluster's per-slot
+// renewal batches with a plain master's:
+//
+//	go run ./keepalive -cluster 3 -ttl 10s -leases 100000,300000 -window 30s
 package main
 
 import (
@@ -30,7 +37,16 @@ import (
 	"github.com/distlock/distlock/distlocktest"
 )
 
-const ttl = 2 * time.Second
+// ttl is the leases' TTL (-ttl); the watchdog renews every ttl/3.
+var ttl = 2 * time.Second
+
+// target is what the leases are held on: the addresses given to the
+// client (for a cluster, one seed) and the redis-servers behind them.
+type target struct {
+	name    string
+	addrs   []string
+	servers []*distlocktest.Server
+}
 
 func main() {
 	leasesFlag := flag.String("leases", "1000,10000,50000,100000", "comma-separated numbers of leases")
@@ -38,6 +54,8 @@ func main() {
 	window := flag.Duration("window", 30*time.Second, "how long to hold the leases")
 	only := flag.String("only", "", "run only this renewer (distlock or naive)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	clusterNodes := flag.Int("cluster", 0, "compare one plain master with one Redis Cluster of this many nodes (one seed address), distlock only, instead of 3 plain masters")
+	flag.DurationVar(&ttl, "ttl", ttl, "the leases' TTL; the watchdog renews every ttl/3")
 	flag.Parse()
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -51,43 +69,71 @@ func main() {
 	}
 	log.SetFlags(0)
 
-	servers, err := distlocktest.StartServers(3)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer distlocktest.CloseAll(servers)
-	addrs := distlocktest.Addrs(servers)
+	targets, closeTargets := startTargets(*clusterNodes)
+	defer closeTargets()
 
-	fmt.Printf("| leases | renewer | losses | lease extensions/s | script calls/s | client CPU s | redis CPU s | goroutines |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Printf("TTL %v, window %v\n\n", ttl, *window)
+	fmt.Printf("| leases | masters | renewer | losses | lease extensions/s | script calls/s | client CPU s | redis CPU s | leases per redis core | goroutines |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range strings.Split(*leasesFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil {
 			log.Fatal(err)
 		}
-		for _, impl := range []struct {
-			name string
-			run  func([]string, int, time.Duration, func(), func()) int
-		}{{"distlock", runDistlock}, {"naive", runNaive}} {
-			if *only != "" && *only != impl.name || impl.name == "naive" && n > *naiveMax {
-				continue
+		for _, t := range targets {
+			for _, impl := range []struct {
+				name string
+				run  func([]string, int, time.Duration, func(), func()) int
+			}{{"distlock", runDistlock}, {"naive", runNaive}} {
+				if *only != "" && *only != impl.name || impl.name == "naive" && (n > *naiveMax || *clusterNodes > 0) {
+					continue
+				}
+				flush(t.servers)
+				var before, after sample
+				losses := impl.run(t.addrs, n, *window,
+					func() { before = measure(t.servers) }, // all leases held: the window starts
+					func() { after = measure(t.servers) })  // the window ends, before clean-up
+				secs := after.wall.Sub(before.wall).Seconds()
+				redisCPU := (after.redisCPU - before.redisCPU).Seconds()
+				fmt.Printf("| %d | %s | %s | %d | %.0f | %.0f | %.2f | %.2f | %.0f | %d |\n", n, t.name, impl.name, losses,
+					float64(after.pexpires-before.pexpires)/secs, float64(after.extends-before.extends)/secs, (after.cpu - before.cpu).Seconds(),
+					redisCPU, float64(n)*secs/redisCPU, before.goroutines)
 			}
-			flush(servers)
-			var before, after sample
-			losses := impl.run(addrs, n, *window,
-				func() { before = measure(servers) }, // all leases held: the window starts
-				func() { after = measure(servers) })  // the window ends, before clean-up
-			secs := after.wall.Sub(before.wall).Seconds()
-			fmt.Printf("| %d | %s | %d | %.0f | %.0f | %.2f | %.2f | %d |\n", n, impl.name, losses,
-				float64(after.pexpires-before.pexpires)/secs, float64(after.extends-before.extends)/secs, (after.cpu - before.cpu).Seconds(),
-				(after.redisCPU - before.redisCPU).Seconds(), before.goroutines)
 		}
+	}
+}
+
+// startTargets starts 3 plain masters or, with clusterNodes > 0, one plain
+// master and one Redis Cluster of that many nodes, and returns them with
+// a function that stops them all.
+func startTargets(clusterNodes int) ([]target, func()) {
+	plain := 3
+	if clusterNodes > 0 {
+		plain = 1
+	}
+	servers, err := distlocktest.StartServers(plain)
+	if err != nil {
+		log.Fatal(err)
+	}
+	targets := []target{{name: fmt.Sprintf("%d plain", plain), addrs: distlocktest.Addrs(servers), servers: servers}}
+	if clusterNodes == 0 {
+		return targets, func() { distlocktest.CloseAll(servers) }
+	}
+	c, err := distlocktest.StartCluster(clusterNodes)
+	if err != nil {
+		distlocktest.CloseAll(servers)
+		log.Fatal(err)
+	}
+	targets = append(targets, target{name: fmt.Sprintf("1 cluster of %d", clusterNodes), addrs: c.Addrs()[:1], servers: c.Nodes()})
+	return targets, func() {
+		distlocktest.CloseAll(servers)
+		c.Close()
 	}
 }
 
 type sample struct {
 	wall       time.Time
 	cpu        time.Duration // this process, user + system
-	redisCPU   time.Duration // the three servers, user + system
+	redisCPU   time.Duration // the servers, user + system
 	extends    int64         // EVALSHA + EVAL calls on all servers
 	pexpires   int64         // PEXPIRE calls (inside scripts): one per lease extended on one master
 	goroutines int
