@@ -105,17 +105,16 @@ func testClusterMasters(t *testing.T, plain int, acl []string) {
 func TestClusterOfThreeNodes(t *testing.T) {
 	cl := distlocktest.NewCluster(t, 3)
 	addrs := cl.Addrs()
-	t.Run("one seed", func(t *testing.T) { testManyNames(t, cl, []string{addrs[1]}) })
-	t.Run("seeds", func(t *testing.T) { testManyNames(t, cl, []string{addrs[2] + "," + addrs[0]}) })
+	t.Run("one seed", func(t *testing.T) { testManyNames(t, cl, []string{addrs[1]}, 3000) })
+	t.Run("seeds", func(t *testing.T) { testManyNames(t, cl, []string{addrs[2] + "," + addrs[0]}, 600) })
 }
 
-func testManyNames(t *testing.T, cl *distlocktest.Cluster, addrs []string) {
+func testManyNames(t *testing.T, cl *distlocktest.Cluster, addrs []string, names int) {
 	log := &recorder{}
 	c := newClient(t, addrs, distlock.WithObserver(log.observe))
 	exercise(t, c, lockName(t)) // a waiter woken by the release announcement, a token, Inspect
 	ctx := context.Background()
 	ttl := time.Second
-	const names = 3000
 	leases := make([]*distlock.Lease, names)
 	perNode := map[*distlocktest.Server]int{}
 	var mu sync.Mutex

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -39,21 +38,35 @@ const (
 // with its own connection, checks and restart fence). The master the
 // Client was given, the first seed node's transport, owns the route.
 //
-// Routing starts at the first MOVED or ASK reply: until then every command
-// goes to the seed, so a plain master or a one-node cluster costs one
-// atomic load per command. Then the slot map is read (CLUSTER SLOTS) and
-// kept current: a MOVED reply moves its slot at once and reads the map
-// again; a node suspected down has the map read every refreshEvery until
-// it is back, so its slots follow a promoted replica. A command answered
-// MOVED or ASK did not run, so it is sent to the node named (after ASKING,
-// on the same connection, for ASK), at most maxRedirects times.
+// Routing starts at the first MOVED or ASK reply, or at once when several
+// seeds are given: until then every command goes to the seed, so a plain
+// master or a one-node cluster costs one atomic load per command. Then the
+// slot map is read (CLUSTER SLOTS) and kept current: a MOVED reply moves
+// its slot at once and reads the map again; while a node that owns slots
+// is suspected down, the map is read every refreshEvery, so its slots
+// follow a promoted replica. A command answered MOVED or ASK did not run,
+// so it is sent to the node named (after ASKING, on the same connection,
+// for ASK), at most maxRedirects times.
+//
+// Two rules keep a release behind what it releases when a slot changes
+// owner. A release (a command that may run late, see command.resend) sent
+// shortly after its slot moved goes to the slot's previous owner, behind
+// any acquire still in flight there; that node answers MOVED to both, and
+// its reader redirects them in order. And a release that a node suspected
+// down could not take is kept by the route, not by the node, and sent
+// again by slot after every read of the map and whenever a node comes
+// back, so it reaches a promoted replica that took the slot.
 type route struct {
 	seed  *master                       // the Client's master
 	dial  func(addr string) *redis.Pool // the pool of a discovered node
 	seeds []string                      // the other seed nodes' addresses (host:port)
+	// settle: how long after a slot moved its releases go to its previous
+	// owner (twice the master timeout: an acquire waits at most that long
+	// in a node's pipeline before the node is suspected down).
+	settle time.Duration
 
 	active atomic.Bool // commands are routed by slot
-	table  atomic.Pointer[[numSlots]atomic.Pointer[master]]
+	table  atomic.Pointer[[numSlots]atomic.Pointer[slotOwner]]
 
 	kick chan struct{} // wakes the refresher
 	// subs: the Client's sharded subscriptions on this cluster, placed
@@ -66,26 +79,53 @@ type route struct {
 	pools    []*redis.Pool      // the nodes' pools, closed by close
 	started  bool               // the refresher runs
 	closed   bool
-	last     time.Time // the last read of the map
+	last     time.Time  // the last read of the map
+	seedID   string     // the seed's cluster node ID, once read
+	kept     []*command // releases a node suspected down could not take
+	shared   bool       // reported: another master is a node of this cluster
+}
+
+// slotOwner is a slot's entry in the map: its owner, and the owner before
+// it since when (see route).
+type slotOwner struct {
+	node, prev *master
+	since      time.Time
 }
 
 // newRoute returns the route of seed, the master given to NewClient at
-// address (host:port, as a cluster names its nodes).
+// address (host:port, as a cluster names its nodes), with the other seeds
+// given for it; call it before the seed starts.
 func newRoute(seed *master, address string, dial func(addr string) *redis.Pool, seeds []string) *route {
-	r := &route{seed: seed, dial: dial, seeds: seeds, kick: make(chan struct{}, 1),
+	r := &route{seed: seed, dial: dial, seeds: seeds, settle: 2 * seed.timeout, kick: make(chan struct{}, 1),
 		nodes: map[string]*master{address: seed}, replicas: map[string]bool{}}
 	seed.router = r
+	if len(seeds) > 0 {
+		// A cluster for sure: route from the start, so that a seed that is
+		// down does not hide the others.
+		r.mu.Lock()
+		r.activate()
+		r.mu.Unlock()
+	}
 	return r
 }
 
 // submit queues c on the node that owns its slot (the seed while the slot
 // is not known, or c has no key).
 func (r *route) submit(c *command) {
-	if key, ok := c.key(); ok {
-		r.owner(key).enqueue(c)
+	key, ok := c.key()
+	if !ok {
+		r.seed.enqueue(c)
 		return
 	}
-	r.seed.enqueue(c)
+	o := r.table.Load()[keySlot(key)].Load()
+	switch {
+	case o == nil:
+		r.seed.enqueue(c)
+	case c.resend && o.prev != nil && o.prev.connected.Load() && time.Since(o.since) < r.settle:
+		o.prev.enqueue(c) // behind what may still be in flight there (see route)
+	default:
+		o.node.enqueue(c)
+	}
 }
 
 // key returns the first key c touches, if any.
@@ -129,10 +169,12 @@ func (r *route) redirect(from *master, c *command, err error) bool {
 		return false
 	}
 	slot, perr := strconv.Atoi(f[1])
-	host, port, herr := net.SplitHostPort(f[2])
-	if perr != nil || slot < 0 || slot >= numSlots || herr != nil {
+	// host:port, the host unbracketed even when it is an IPv6 address.
+	i := strings.LastIndexByte(f[2], ':')
+	if perr != nil || slot < 0 || slot >= numSlots || i < 0 {
 		return false
 	}
+	host, port := f[2][:i], f[2][i+1:]
 	if host == "" || host == "?" { // the node does not know its address: the one that answered's
 		host, _, _ = net.SplitHostPort(from.addr)
 	}
@@ -146,9 +188,8 @@ func (r *route) redirect(from *master, c *command, err error) bool {
 	}
 	c.redirects++
 	c.asking = f[0] == "ASK" // ASK: this once, and the map stays
-	if !c.asking {
-		r.table.Load()[slot].Store(n)
-		r.refreshSoon()
+	if !c.asking && r.setOwner(slot, n, from) {
+		r.refreshSoon() // the map changed: read it all
 	}
 	n.enqueue(c)
 	return true
@@ -160,7 +201,7 @@ func (r *route) activate() {
 		return
 	}
 	r.started = true
-	r.table.Store(new([numSlots]atomic.Pointer[master]))
+	r.table.Store(new([numSlots]atomic.Pointer[slotOwner]))
 	r.active.Store(true)
 	r.seed.wg.Add(1)
 	go r.refresher()
@@ -232,12 +273,17 @@ func (r *route) refresher() {
 	}
 }
 
+// anyDown reports whether a node that owns slots is suspected down.
 func (r *route) anyDown() bool {
-	r.mu.Lock()
-	nodes := slices.Collect(maps.Values(r.nodes))
-	r.mu.Unlock()
-	for _, n := range nodes {
-		if n.downErr() != nil {
+	table := r.table.Load()
+	var last *slotOwner
+	for i := range table {
+		o := table[i].Load()
+		if o == nil || o == last {
+			continue
+		}
+		last = o
+		if o.node.downErr() != nil {
 			return true
 		}
 	}
@@ -262,47 +308,96 @@ func (r *route) refresh() {
 		}
 	}
 	for _, n := range asked {
-		if slots, err := readSlots(n.pool, n); err == nil {
-			r.apply(slots)
-			if s := r.subs.Load(); s != nil {
-				s.rehome()
-			}
-			return
+		slots, id, err := readSlots(n, n == r.seed)
+		if err != nil {
+			continue
 		}
+		if id != "" {
+			r.mu.Lock()
+			r.seedID = id
+			r.mu.Unlock()
+		}
+		r.apply(slots)
+		if s := r.subs.Load(); s != nil {
+			s.rehome()
+		}
+		r.retryKept()
+		return
 	}
 }
 
 // owner returns the node that owns key's slot in the map: the seed while
 // the slot is not known.
 func (r *route) owner(key string) *master {
-	if n := r.table.Load()[keySlot(key)].Load(); n != nil {
-		return n
+	if o := r.table.Load()[keySlot(key)].Load(); o != nil {
+		return o.node
 	}
 	return r.seed
+}
+
+// setOwner makes n the owner of slot, as node from said (MOVED), and
+// reports whether that changed the map.
+func (r *route) setOwner(slot int, n, from *master) bool {
+	e := &r.table.Load()[slot]
+	if old := e.Load(); old != nil && old.node == n {
+		return false
+	}
+	e.Store(&slotOwner{node: n, prev: from, since: time.Now()})
+	return true
+}
+
+// keep keeps a copy of the release c, which a node suspected down could
+// not take, to send again by slot (see route).
+func (r *route) keep(c *command) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed && len(r.kept) < maxDeferred {
+		r.kept = append(r.kept, c.detached())
+	}
+}
+
+// retryKept sends the kept releases again by slot; those that land on a
+// node still down are kept again.
+func (r *route) retryKept() {
+	r.mu.Lock()
+	kept := r.kept
+	r.kept = nil
+	r.mu.Unlock()
+	for _, c := range kept {
+		r.submit(c)
+	}
 }
 
 // slotRange is one range of a slot map: its owner and replicas.
 type slotRange struct {
 	lo, hi   int
 	owner    string
+	ownerID  string
 	replicas []string
 }
 
-// readSlots runs CLUSTER SLOTS on a connection of pool, for the node n.
-func readSlots(pool Pool, n *master) ([]slotRange, error) {
+// readSlots runs CLUSTER SLOTS on a connection to the node n and, if myID,
+// CLUSTER MYID too.
+func readSlots(n *master, myID bool) (slots []slotRange, id string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), n.dialTimeout)
 	defer cancel()
-	conn, err := pool.GetContext(ctx)
+	conn, err := n.pool.GetContext(ctx)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer conn.Close()
 	v, err := receiveOrDo(conn, n.timeout, "CLUSTER", "SLOTS")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	host, _, _ := net.SplitHostPort(n.addr)
-	return parseSlots(v, host)
+	if slots, err = parseSlots(v, host); err != nil {
+		return nil, "", err
+	}
+	if myID {
+		id, _ = redis.String(receiveOrDo(conn, n.timeout, "CLUSTER", "MYID"))
+	}
+	return slots, id, nil
 }
 
 // parseSlots parses a CLUSTER SLOTS reply; a node with no address given is
@@ -340,6 +435,9 @@ func parseSlots(v any, host string) ([]slotRange, error) {
 			addr := net.JoinHostPort(h, strconv.Itoa(port))
 			if i == 0 {
 				sr.owner = addr
+				if len(nf) > 2 {
+					sr.ownerID, _ = redis.String(nf[2], nil)
+				}
 			} else {
 				sr.replicas = append(sr.replicas, addr)
 			}
@@ -358,17 +456,63 @@ func (r *route) apply(slots []slotRange) {
 		for _, a := range sr.replicas {
 			r.replicas[a] = true
 		}
+		if r.seedID != "" && sr.ownerID == r.seedID {
+			// The seed, as the cluster names it (the seed may have been
+			// given by another name): one transport per node.
+			if _, known := r.nodes[sr.owner]; !known {
+				r.nodes[sr.owner] = r.seed
+			}
+		}
 	}
 	r.mu.Unlock()
+	r.checkShared(slots)
 	table := r.table.Load()
+	now := time.Now()
 	for _, sr := range slots {
 		old := table[sr.lo].Load()
-		n := r.node(sr.owner, old != nil && old.addr != sr.owner && old.downErr() != nil)
+		n := r.node(sr.owner, old != nil && old.node.addr != sr.owner && old.node.downErr() != nil)
 		if n == nil {
 			continue
 		}
+		made := map[*master]*slotOwner{} // one entry per previous owner, shared by the range's slots
 		for s := sr.lo; s <= sr.hi; s++ {
-			table[s].Store(n)
+			old := table[s].Load()
+			if old != nil && old.node == n {
+				continue
+			}
+			prev := r.seed
+			if old != nil {
+				prev = old.node
+			}
+			e := made[prev]
+			if e == nil {
+				e = &slotOwner{node: n, prev: prev, since: now}
+				made[prev] = e
+			}
+			table[s].Store(e)
+		}
+	}
+}
+
+// checkShared reports, once, a node of this cluster that is a node of
+// another master's too: two masters that are one cluster count twice
+// toward the quorum, and fail together.
+func (r *route) checkShared(slots []slotRange) {
+	for _, sr := range slots {
+		if sr.ownerID == "" {
+			continue
+		}
+		v, loaded := r.seed.policy.clusterNodes.LoadOrStore(sr.ownerID, r)
+		if other := v.(*route); loaded && other != r {
+			r.mu.Lock()
+			first := !r.shared
+			r.shared = true
+			r.mu.Unlock()
+			if first && r.seed.obs.on {
+				r.seed.obs.report(Event{Kind: EventMasterWarning, Master: r.seed.addr, Err: fmt.Errorf(
+					"distlock: masters %s and %s are nodes of one Redis Cluster: it counts twice toward the quorum, and its failure takes both", other.seed.addr, r.seed.addr)})
+			}
+			return
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,9 @@ type fencePolicy struct {
 	least   time.Duration // WithRestartFence, or DefaultTTL plus its drift
 	longest atomic.Int64  // the longest TTL plus drift of the Client's locks
 	clock   clock.Clock
+	// clusterNodes maps the cluster node IDs seen in the Client's slot maps
+	// to their route: two masters that are one cluster are reported.
+	clusterNodes sync.Map
 }
 
 // noteTTL records a lock's TTL plus drift: the fence lasts at least that.

@@ -109,6 +109,7 @@ func (c *command) cmdName() string {
 func (c *command) detached() *command {
 	cp := *c
 	cp.reply = nil
+	cp.asking, cp.redirects = false, 0 // sent again by slot, from the start
 	cp.args = append([]any(nil), c.args...)
 	return &cp
 }
@@ -154,6 +155,9 @@ type master struct {
 	// script call whose keys are in different slots (CROSSSLOT): the
 	// watchdog batches its renewals per slot there.
 	cluster atomic.Bool
+	// connected: the writer has a connection, and the master is not
+	// suspected down since it was made.
+	connected atomic.Bool
 	// router: the master is a Redis Cluster (or may be one) whose nodes
 	// this Client can dial: the route of the seed master given to
 	// NewClient, shared by its nodes' transports. nil for a master given as
@@ -300,7 +304,11 @@ func (m *master) sendLate() {
 // when the master is back.
 func (m *master) fail(c *command, err error) {
 	m.failed(err)
-	if c.resend {
+	if c.resend && m.router != nil && m.router.active.Load() {
+		// A node of a cluster: the release goes wherever its slot is when
+		// it is sent again (see route).
+		m.router.keep(c)
+	} else if c.resend {
 		m.mu.Lock()
 		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
 			m.deferred = append(m.deferred, c.detached())
@@ -335,6 +343,7 @@ func (m *master) markDown(err error) {
 	}
 	wasUp := m.down == nil
 	m.scripts.Store(false) // until loaded on the next connection
+	m.connected.Store(false)
 	if m.router != nil && m != m.router.seed {
 		m.down = fmt.Errorf("%w: cluster node %s: %w", ErrMasterDown, m.addr, classifyErr(err))
 	} else {
@@ -399,6 +408,9 @@ func (m *master) readmit() {
 		m.obs.report(Event{Kind: EventMasterUp, Master: m.addr, Duration: time.Since(m.downAt)})
 	}
 	m.mu.Unlock()
+	if m.router != nil && m.router.active.Load() {
+		m.router.retryKept() // the releases kept while a node was down
+	}
 	// Not through submit: a full queue would drop them. The writer drains
 	// the queue, so this waits at most for it to make room, or for Close.
 	for _, c := range deferred {
@@ -427,6 +439,9 @@ func (m *master) ping() error {
 // releases for re-sending gets one more chance first: if it answers a ping
 // now, they are sent before the writer stops.
 func (m *master) close() {
+	if r := m.router; r != nil && r.seed == m && r.active.Load() {
+		r.retryKept() // one more chance, on the nodes that are up
+	}
 	m.mu.RLock()
 	retry := m.down != nil && len(m.deferred) > 0 && !m.closed
 	m.mu.RUnlock()
@@ -580,6 +595,7 @@ func (m *master) connect() (*pipe, error) {
 	}
 	p.needLoad.Store(true)
 	m.scripts.Store(false)
+	m.connected.Store(true)
 	m.wg.Add(1)
 	go p.readLoop(m)
 	return p, nil
@@ -688,6 +704,9 @@ func (p *pipe) readLoop(m *master) {
 				broken = err
 				close(p.dead)
 				m.markDown(err)
+				if m.router != nil && m != m.router.seed {
+					broken = cmp.Or(m.downErr(), err) // naming the node
+				}
 				m.fail(c, broken)
 				continue
 			}

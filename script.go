@@ -83,23 +83,40 @@ type lua struct {
 	// that announces: the same script with SPUBLISH (sharded pub/sub, Redis
 	// 7) for PUBLISH, so that an announcement goes to the subscribers of
 	// the node that owns its channel's slot, not over the cluster bus to
-	// every node. nil for the others.
+	// every node (see shardedSource). nil for the others.
 	sharded *lua
 }
 
 func newLua(keys int, src string) *lua {
-	s := redis.NewScript(keys, src)
-	l := &lua{Script: s, keys: keys, hashArg: s.Hash(), keysArg: keys}
+	l := plainLua(keys, src)
 	if twin := shardedSource(src); twin != src {
-		l.sharded = newLua(keys, twin)
+		l.sharded = plainLua(keys, twin)
 	}
 	return l
 }
 
-// shardedSource returns src with its announcements on sharded pub/sub.
-func shardedSource(src string) string {
-	return strings.ReplaceAll(src, "redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+func plainLua(keys int, src string) *lua {
+	s := redis.NewScript(keys, src)
+	return &lua{Script: s, keys: keys, hashArg: s.Hash(), keysArg: keys}
 }
+
+// shardedSource returns src with its announcements on sharded pub/sub,
+// and on plain pub/sub where the server has no SPUBLISH (before Redis 7),
+// which a cluster copies to every node.
+func shardedSource(src string) string {
+	twin := strings.ReplaceAll(src, "redis.call('PUBLISH',", "spublish(")
+	if twin == src {
+		return src
+	}
+	return shardedPublish + twin
+}
+
+const shardedPublish = `local function spublish(channel, message)
+  local ok, n = pcall(redis.call, 'SPUBLISH', channel, message)
+  if ok then return n end
+  return redis.call('PUBLISH', channel, message)
+end
+`
 
 // shardedSources are the sharded twins of the scripts that announce,
 // loaded on the connections to Redis Cluster nodes.
