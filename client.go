@@ -59,11 +59,21 @@ type Client struct {
 // on first use, so a master that is down at start-up does not stop the
 // Client from being built.
 //
+// A master may be a Redis Cluster: give one of its nodes, or several
+// separated by commas ("10.0.0.1:7000,10.0.0.2:7000"), and each name's
+// traffic goes to the node that owns its slot (see the README's "Redis
+// Cluster"). An address with user-info ("redis://user:pass@...") is never
+// split, since a password may hold a comma: give one node (the others are
+// found), or the password with WithPassword. The other nodes are dialled as
+// the first one is (TLS, credentials), at the addresses the cluster gives.
+//
 // Two addresses for the same server are an error, whatever their database:
 // one server must not count twice toward the quorum. Addresses are compared
 // as servers: host names without regard to case, IP addresses and ports as
 // numbers ("127.0.0.1:06379" is "127.0.0.1:6379"). Different names for one
-// server, such as "localhost" and "127.0.0.1", are not detected.
+// server, such as "localhost" and "127.0.0.1", are not detected, nor are
+// two nodes of one cluster given as two masters until both route: then an
+// EventMasterWarning names them.
 func NewClient(addrs []string, opts ...ClientOption) (*Client, error) {
 	cfg, err := newClientConfig(opts)
 	if err != nil {

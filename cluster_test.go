@@ -557,3 +557,33 @@ func TestClusterShardedAnnouncements(t *testing.T) {
 		assert.NotContains(t, stats, "cmdstat_publish:")
 	}
 }
+
+// TestClusterWithoutShardedPubSub: a cluster whose nodes have no sharded
+// pub/sub (Redis 6; here SPUBLISH and SSUBSCRIBE renamed away): releases
+// are announced with PUBLISH instead, which the cluster copies to every
+// node, and the seed's plain subscriber hears them: the waiter is still
+// woken at once.
+func TestClusterWithoutShardedPubSub(t *testing.T) {
+	cl := distlocktest.NewCluster(t, 3, "--rename-command", "SPUBLISH", "", "--rename-command", "SSUBSCRIBE", "")
+	c := newClient(t, cl.Addrs()[:1])
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	name := nameOn(t, cl, cl.Nodes()[2])
+	holder, err := newMutex(t, c, name, distlock.WithTTL(30*time.Second)).Lock(ctx)
+	require.NoError(t, err)
+	got := lockAsync(ctx, newMutex(t, c, name, distlock.WithRetry(slowRetry)))
+	require.Eventually(t, func() bool { return c.Stats().Waiting == 1 }, 5*time.Second, time.Millisecond)
+	time.Sleep(100 * time.Millisecond) // subscribed
+	released := time.Now()
+	require.NoError(t, holder.Unlock(ctx))
+	select {
+	case err := <-got:
+		require.NoError(t, err)
+		assert.Less(t, time.Since(released), time.Second, "woken by the announcement, not the 5s backoff")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiter was not woken")
+	}
+	stats, err := redis.String(cl.Nodes()[2].Do("INFO", "commandstats"))
+	require.NoError(t, err)
+	assert.Contains(t, stats, "cmdstat_publish:", "announced with PUBLISH")
+}
