@@ -55,7 +55,7 @@ type commonFlags struct {
 func (c *commonFlags) register(fs *flag.FlagSet, withTTL bool) {
 	// The default is resolved in addrs, so that --help does not show the
 	// value of $DISTLOCK_SERVERS (a URL in it may carry a password).
-	fs.StringVar(&c.servers, "servers", "", "comma-separated masters: host:port, redis://host:port/db, rediss://..., unix:///path; credentials go in --user and --password-file (default: env "+envServers+", else "+distlock.DefaultAddr+")")
+	fs.StringVar(&c.servers, "servers", "", "comma-separated masters: host:port, redis://host:port/db, rediss://..., unix:///path; a Redis Cluster is one master, given by one of its nodes; credentials go in --user and --password-file (default: env "+envServers+", else "+distlock.DefaultAddr+")")
 	if withTTL {
 		fs.DurationVar(&c.ttl, "ttl", distlock.DefaultTTL, "lock TTL: how long the lock outlives a holder that dies; renewed every ttl/3 while held")
 	}

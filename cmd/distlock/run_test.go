@@ -366,3 +366,19 @@ func TestRestartFenceFlag(t *testing.T) {
 		t.Errorf("--restart-fence soon: status %d (want %d), stderr %q", r.code, exitUsage, r.stderr)
 	}
 }
+
+// TestRunOnCluster: a master that is a Redis Cluster of several nodes is
+// given to --servers by one of its nodes; names in every node's slots run
+// under the lock, with a fencing token.
+func TestRunOnCluster(t *testing.T) {
+	t.Parallel()
+	cl := distlocktest.NewCluster(t, 3)
+	for i := range 6 {
+		name := fmt.Sprintf("cluster-%d", i)
+		r := dl(t, nil, "run", "--servers="+cl.Addrs()[0], name, "--", "sh", "-c", `echo "$DISTLOCK_TOKEN"`)
+		var token uint64
+		if _, err := fmt.Sscan(r.stdout, &token); err != nil || r.code != 0 || token == 0 {
+			t.Errorf("%s (on node %s): status %d, output %q, stderr %q", name, cl.NodeFor(name).Addr(), r.code, r.stdout, r.stderr)
+		}
+	}
+}
