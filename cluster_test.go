@@ -363,6 +363,17 @@ func TestClusterNodeKilled(t *testing.T) {
 			case <-time.After(5 * ttl):
 				t.Fatal("the holder of a lease on the dead node was not told")
 			}
+			if killed != 0 {
+				// The master is up; the dead node is down in its Nodes.
+				st := c.Stats().Masters[0]
+				assert.Equal(t, "up", st.State)
+				for _, ns := range st.Nodes {
+					if ns.Addr == dead.Addr() {
+						assert.Equal(t, "down", ns.State)
+						assert.Contains(t, ns.Reason, dead.Addr())
+					}
+				}
+			}
 			short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
 			_, err := newMutex(t, c, nameOn(t, cl, dead)).Lock(short)
 			cancelShort()
@@ -586,4 +597,25 @@ func TestClusterWithoutShardedPubSub(t *testing.T) {
 	stats, err := redis.String(cl.Nodes()[2].Do("INFO", "commandstats"))
 	require.NoError(t, err)
 	assert.Contains(t, stats, "cmdstat_publish:", "announced with PUBLISH")
+}
+
+// TestClusterFromPoolRefusedClearly: a master given as a pool reaches one
+// node of a cluster: a name in a slot another node owns fails at once (a
+// permanent failure), with an error that says to give the address to
+// NewClient.
+func TestClusterFromPoolRefusedClearly(t *testing.T) {
+	cl := distlocktest.NewCluster(t, 3)
+	addr := cl.Addrs()[0]
+	pool := &redis.Pool{Dial: func() (redis.Conn, error) { return redis.Dial("tcp", addr) }}
+	defer pool.Close()
+	c, err := distlock.NewClientFromPools([]distlock.Pool{pool}, distlock.WithoutRestartFence())
+	require.NoError(t, err)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = newMutex(t, c, nameOn(t, cl, cl.Nodes()[1])).Lock(ctx)
+	require.ErrorIs(t, err, distlock.ErrPermanent)
+	assert.NotErrorIs(t, err, context.DeadlineExceeded, "Lock stops at once")
+	assert.ErrorContains(t, err, "MOVED")
+	assert.ErrorContains(t, err, "give its address to NewClient")
 }

@@ -290,12 +290,16 @@ func (r *route) anyDown() bool {
 	return false
 }
 
-// refresh reads the slot map from the first node that answers (the seed,
-// the known nodes, the other seeds) and applies it.
+// refresh reads the slot map from the first node that answers (the seed
+// and the other nodes not suspected down, the other seeds given, then the
+// seed if it is suspected down) and applies it.
 func (r *route) refresh() {
 	r.mu.Lock()
-	asked := make([]*master, 0, len(r.nodes))
-	asked = append(asked, r.seed)
+	asked := make([]*master, 0, len(r.nodes)+len(r.seeds)+1)
+	seedDown := r.seed.downErr() != nil
+	if !seedDown {
+		asked = append(asked, r.seed)
+	}
 	for _, n := range r.nodes {
 		if n != r.seed && n.downErr() == nil {
 			asked = append(asked, n)
@@ -303,9 +307,12 @@ func (r *route) refresh() {
 	}
 	r.mu.Unlock()
 	for _, addr := range r.seeds {
-		if n := r.node(addr, false); n != nil {
+		if n := r.node(addr, false); n != nil && !slices.Contains(asked, n) {
 			asked = append(asked, n)
 		}
+	}
+	if seedDown { // last: a dial to a dead node may take the dial timeout
+		asked = append(asked, r.seed)
 	}
 	for _, n := range asked {
 		slots, id, err := readSlots(n, n == r.seed)
