@@ -619,3 +619,38 @@ func TestClusterFromPoolRefusedClearly(t *testing.T) {
 	assert.ErrorContains(t, err, "MOVED")
 	assert.ErrorContains(t, err, "give its address to NewClient")
 }
+
+// TestClusterTryAgain: a command whose keys a slot move has split between
+// two nodes is refused with TRYAGAIN; it is sent again shortly, and
+// succeeds once the move is done. Here a lease's fencing token is read
+// while its lock key has moved and its counter has not.
+func TestClusterTryAgain(t *testing.T) {
+	cl := distlocktest.NewCluster(t, 3)
+	c := newClient(t, cl.Addrs()[:1])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	name := nameOn(t, cl, cl.Nodes()[0])
+	l, err := newMutex(t, c, name).Lock(ctx)
+	require.NoError(t, err)
+	first, err := l.Token(ctx) // creates the counter
+	require.NoError(t, err)
+	mig, err := cl.BeginMigration(cl.SlotOf(name), cl.Nodes()[1])
+	require.NoError(t, err)
+	require.NoError(t, mig.MoveKey(name)) // the lock key moves, its counter stays
+	done := make(chan error, 1)
+	go func() {
+		time.Sleep(60 * time.Millisecond)
+		done <- mig.Finish()
+	}()
+	l2, err := newMutex(t, c, name+":other").Lock(ctx) // unrelated traffic goes on
+	require.NoError(t, err)
+	require.NoError(t, l2.Unlock(ctx))
+	require.NoError(t, l.Unlock(ctx))
+	l, err = newMutex(t, c, name).Lock(ctx)
+	require.NoError(t, err)
+	second, err := l.Token(ctx) // refused with TRYAGAIN until the move ends
+	require.NoError(t, err)
+	assert.Greater(t, second, first)
+	require.NoError(t, <-done)
+	require.NoError(t, l.Unlock(ctx))
+}

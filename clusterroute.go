@@ -26,6 +26,10 @@ const (
 	// maxNodes bounds the node transports of one cluster master, against
 	// redirects that name ever new addresses.
 	maxNodes = 1000
+	// tryAgainAfter is how long a command refused with TRYAGAIN (its keys
+	// split between two nodes by a slot being moved) waits before it is
+	// sent again.
+	tryAgainAfter = 25 * time.Millisecond
 	// refreshEvery is how often the slot map is read again while a node
 	// is suspected down (its slots may move to a promoted replica);
 	// refreshMin is the least time between two reads.
@@ -79,10 +83,12 @@ type route struct {
 	pools    []*redis.Pool      // the nodes' pools, closed by close
 	started  bool               // the refresher runs
 	closed   bool
-	last     time.Time  // the last read of the map
-	seedID   string     // the seed's cluster node ID, once read
-	kept     []*command // releases a node suspected down could not take
-	shared   bool       // reported: another master is a node of this cluster
+	last     time.Time      // the last read of the map
+	seedID   string         // the seed's cluster node ID, once read
+	kept     []*command     // releases a node suspected down could not take
+	shared   bool           // reported: another master is a node of this cluster
+	stop     chan struct{}  // closed by close: ends the waits of tryAgain
+	waits    sync.WaitGroup // tryAgain's goroutines
 }
 
 // slotOwner is a slot's entry in the map: its owner, and the owner before
@@ -96,7 +102,7 @@ type slotOwner struct {
 // address (host:port, as a cluster names its nodes), with the other seeds
 // given for it; call it before the seed starts.
 func newRoute(seed *master, address string, dial func(addr string) *redis.Pool, seeds []string) *route {
-	r := &route{seed: seed, dial: dial, seeds: seeds, settle: 2 * seed.timeout, kick: make(chan struct{}, 1),
+	r := &route{seed: seed, dial: dial, seeds: seeds, settle: 2 * seed.timeout, kick: make(chan struct{}, 1), stop: make(chan struct{}),
 		nodes: map[string]*master{address: seed}, replicas: map[string]bool{}}
 	seed.router = r
 	if len(seeds) > 0 {
@@ -192,6 +198,33 @@ func (r *route) redirect(from *master, c *command, err error) bool {
 		r.refreshSoon() // the map changed: read it all
 	}
 	n.enqueue(c)
+	return true
+}
+
+// tryAgain sends c again after tryAgainAfter, by slot: a node refused it
+// with TRYAGAIN, so it did not run. It reports false when c has followed
+// maxRedirects redirects and retries already, or the route is closed: c is
+// then answered with the refusal.
+func (r *route) tryAgain(c *command) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || c.redirects >= maxRedirects {
+		return false
+	}
+	c.redirects++
+	c.asking = false
+	r.waits.Add(1)
+	go func() {
+		defer r.waits.Done()
+		t := time.NewTimer(tryAgainAfter)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			r.submit(c)
+		case <-r.stop:
+			c.deliver(nil, ErrClosed)
+		}
+	}()
 	return true
 }
 
@@ -528,6 +561,9 @@ func (r *route) checkShared(slots []slotRange) {
 // their pools.
 func (r *route) close() {
 	r.mu.Lock()
+	if !r.closed {
+		close(r.stop)
+	}
 	r.closed = true
 	nodes := make([]*master, 0, len(r.nodes))
 	for _, n := range r.nodes {
@@ -546,6 +582,7 @@ func (r *route) close() {
 		}()
 	}
 	wg.Wait()
+	r.waits.Wait()
 	for _, p := range pools {
 		_ = p.Close()
 	}

@@ -695,6 +695,10 @@ func (p *pipe) readLoop(m *master) {
 				answered++
 				continue // sent on to the node that owns its slot
 			}
+			if err != nil && m.router != nil && isReply(err, "TRYAGAIN") && m.router.tryAgain(c) {
+				answered++
+				continue // sent again shortly: its keys are being moved
+			}
 			if err == nil || isReplyError(err) {
 				answered++
 			}

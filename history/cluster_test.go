@@ -36,6 +36,10 @@ type params struct {
 	masterStreams int // concurrent streams of master faults
 	fenceOff      bool
 	replicas      []int // masters that get a replica behind their proxy
+	// redisCluster: one master, a Redis Cluster of 3 nodes that the
+	// clients reach directly (given by one node), instead of 5 masters
+	// behind proxies.
+	redisCluster bool
 }
 
 // cluster is the parent's side of a run: the masters, a proxy per client
@@ -49,6 +53,7 @@ type cluster struct {
 	// servers[i] is master i's server; spare[i] its replica, or nil. While
 	// clients run, only a master fault stream holding busy[i] uses them.
 	servers []*distlocktest.Server
+	rc      *distlocktest.Cluster // with redisCluster: its nodes are servers
 	busy    [masters]sync.Mutex
 	spare   []*distlocktest.Server
 	proxies [][]*distlocktest.Proxy // [client][master]
@@ -97,13 +102,21 @@ func (l *lockedBuffer) String() string {
 func newCluster(t *testing.T, p params) *cluster {
 	t.Helper()
 	c := &cluster{t: t, p: p, name: "history:" + strconv.FormatInt(time.Now().UnixNano(), 36)}
-	c.servers = distlocktest.NewServers(t, masters)
-	c.spare = make([]*distlocktest.Server, masters)
+	if p.redisCluster {
+		c.rc = distlocktest.NewCluster(t, 3)
+		c.servers = c.rc.Nodes()
+	} else {
+		c.servers = distlocktest.NewServers(t, masters)
+	}
+	c.spare = make([]*distlocktest.Server, len(c.servers))
 	for _, i := range p.replicas {
 		c.spare[i] = distlocktest.NewReplica(t, c.servers[i])
 	}
 	c.proxies = make([][]*distlocktest.Proxy, p.clients)
 	for k := range p.clients {
+		if p.redisCluster {
+			continue
+		}
 		c.proxies[k] = make([]*distlocktest.Proxy, masters)
 		for i, s := range c.servers {
 			c.proxies[k][i] = distlocktest.NewProxy(t, s.Addr())
@@ -123,9 +136,12 @@ func (c *cluster) startClients() {
 	t := c.t
 	t.Helper()
 	for k := range c.p.clients {
-		addrs := make([]string, masters)
+		addrs := make([]string, len(c.proxies[k]))
 		for i, px := range c.proxies[k] {
 			addrs[i] = px.Addr()
+		}
+		if c.rc != nil {
+			addrs = c.rc.Addrs()[:1] // one master: the cluster, by one node
 		}
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHistoryClientProcess$", "-test.timeout=30m")
 		cmd.Env = append(os.Environ(),
