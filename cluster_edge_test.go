@@ -300,6 +300,7 @@ func TestClusterSeedByHostName(t *testing.T) {
 // does: it is never routed to the new owner of the slot, where the lock key
 // (replicated) stays until its TTL.
 func TestClusterReleaseKeptForPromotedReplica(t *testing.T) {
+	t.Parallel() // mostly waiting: for nodes to fail over, TTLs, fences
 	cl := distlocktest.NewCluster(t, 3, "--cluster-require-full-coverage", "no")
 	nodes := cl.Nodes()
 	rep := distlocktest.NewServer(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",

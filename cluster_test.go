@@ -335,6 +335,7 @@ func nameOn(t *testing.T, cl *distlocktest.Cluster, node *distlocktest.Server) s
 // their leases are lost; names on the other nodes keep being locked and
 // renewed; and the seed itself may be the node killed.
 func TestClusterNodeKilled(t *testing.T) {
+	t.Parallel() // mostly waiting: for nodes to fail over, TTLs, fences
 	for _, killed := range []int{2, 0} {
 		t.Run(fmt.Sprintf("node %d of the seed 0", killed), func(t *testing.T) {
 			cl := distlocktest.NewCluster(t, 3, "--cluster-require-full-coverage", "no")
@@ -405,6 +406,7 @@ func TestClusterNodeKilled(t *testing.T) {
 // cluster down, and their leases kept; with two down, no lock is taken and
 // the leases held are lost.
 func TestRedlockOverClusters(t *testing.T) {
+	t.Parallel() // mostly waiting: for nodes to fail over, TTLs, fences
 	var cls [3]*distlocktest.Cluster
 	var wg sync.WaitGroup
 	for i := range cls {
@@ -471,6 +473,7 @@ func TestRedlockOverClusters(t *testing.T) {
 // length (it may lack the last writes of the master it replaces), then it
 // serves the shard's names again.
 func TestClusterFailoverFenced(t *testing.T) {
+	t.Parallel() // mostly waiting: for nodes to fail over, TTLs, fences
 	cl := distlocktest.NewCluster(t, 3)
 	rep, err := cl.AddReplica(1)
 	require.NoError(t, err)
