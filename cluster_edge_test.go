@@ -347,3 +347,71 @@ func TestClusterReleaseKeptForPromotedReplica(t *testing.T) {
 	require.NoError(t, err, "the name is stranded on the promoted replica (PTTL %d ms): the kept release went nowhere", pttl)
 	require.NoError(t, ol.Unlock(ctx))
 }
+
+// wokenPromptly locks name in c as holder, starts a waiter in w with a 5s
+// backoff, releases, and checks the waiter got the lock well within its
+// backoff: woken by the release announcement.
+func wokenPromptly(t *testing.T, c, w *distlock.Client, name string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holder, err := newMutex(t, c, name, distlock.WithTTL(30*time.Second)).Lock(ctx)
+	require.NoError(t, err)
+	got := lockAsync(ctx, newMutex(t, w, name, distlock.WithRetry(slowRetry)))
+	require.Eventually(t, func() bool { return w.Stats().Waiting == 1 }, 5*time.Second, time.Millisecond)
+	time.Sleep(300 * time.Millisecond) // subscribed
+	released := time.Now()
+	require.NoError(t, holder.Unlock(ctx))
+	wokenAtOnce(t, got, released)
+}
+
+// TestClusterAnnouncedBeforeRouting: a cluster node's releases announced
+// before the Client routes by slot (a one-node cluster never does; a
+// several-node cluster not before its first MOVED) reach the waiters of
+// another Client: the scripts use PUBLISH until the Client subscribes by
+// slot.
+func TestClusterAnnouncedBeforeRouting(t *testing.T) {
+	t.Run("one node", func(t *testing.T) {
+		cl := distlocktest.NewCluster(t, 1)
+		wokenPromptly(t, newClient(t, cl.Addrs()), newClient(t, cl.Addrs()), lockName(t))
+	})
+	t.Run("the seed's slots", func(t *testing.T) {
+		cl := distlocktest.NewCluster(t, 3)
+		name := nameOn(t, cl, cl.Nodes()[0])
+		wokenPromptly(t, newClient(t, cl.Addrs()[:1]), newClient(t, cl.Addrs()[:1]), name)
+	})
+}
+
+// TestClusterElectionObservedOnOneNode: on a one-node cluster, an
+// observer of an Election is told of a new leader by its announcement, not
+// by its read every TTL.
+func TestClusterElectionObservedOnOneNode(t *testing.T) {
+	cl := distlocktest.NewCluster(t, 1)
+	name := lockName(t)
+	opts := []distlock.Option{distlock.WithTTL(10 * time.Second)}
+	observer, err := distlock.NewElection[node](newClient(t, cl.Addrs()), name, nil, opts...)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	obs := observer.Observe(ctx)
+	first := <-obs
+	require.True(t, first.Vacant)
+	time.Sleep(300 * time.Millisecond) // subscribed
+	cand, err := distlock.NewElection[node](newClient(t, cl.Addrs()), name, nil, opts...)
+	require.NoError(t, err)
+	started := time.Now()
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		_ = cand.Run(ctx, node{ID: "a"}, func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() })
+	}()
+	select {
+	case l := <-obs:
+		require.False(t, l.Vacant)
+		require.Less(t, time.Since(started), 2*time.Second, "told by the announcement, not the read every TTL")
+	case <-ctx.Done():
+		t.Fatal("never told")
+	}
+	cancel()
+	<-ran
+}

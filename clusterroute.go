@@ -280,6 +280,12 @@ func (r *route) node(addr string, promoted bool) *master {
 // node is suspected down, until the seed closes.
 func (r *route) refresher() {
 	defer r.seed.wg.Done()
+	// The channels wanted so far, by slot: the scripts announce with
+	// SPUBLISH from now on. Slots not known yet are the seed's; a node
+	// that does not own one refuses it, which reads the map.
+	if s := r.subs.Load(); s != nil {
+		s.rehome()
+	}
 	t := time.NewTimer(refreshEvery)
 	defer t.Stop()
 	for {

@@ -636,12 +636,17 @@ func (p *pipe) isDead() bool {
 // write sends the batch with one flush and hands it to the reader. On error
 // nothing was handed over and the caller fails the batch.
 func (p *pipe) write(m *master, batch []*command) error {
-	sharded := m.cluster.Load()
+	// The sharded twins are loaded on every cluster node, and used once
+	// the Client routes by slot, when it subscribes by slot too (see
+	// shardSubs); until then announcements go by PUBLISH, which the seed's
+	// plain subscriber hears.
+	cluster := m.cluster.Load()
+	sharded := cluster && m.router != nil && m.router.active.Load()
 	if p.needLoad.Swap(false) {
 		// Pipelined like any command (a synchronous SCRIPT LOAD would read
 		// replies that belong to the reader); their replies are discarded.
 		srcs := scriptSources
-		if sharded {
+		if cluster {
 			srcs = append(slices.Clip(srcs), shardedSources...)
 		}
 		loads := make([]*command, 0, len(srcs)+len(batch))

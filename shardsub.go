@@ -10,8 +10,10 @@ import "sync"
 // map again when a node refuses a channel or drops one whose slot left it.
 //
 // Channels are wanted from the start, but placed only once the route
-// routes: until then the master is not known to be a cluster of several
-// nodes, and the plain subscriber of the seed hears its announcements.
+// routes: until then the scripts announce with PUBLISH (a one-node
+// cluster never routes), and the plain subscriber of the seed hears them.
+// When routing starts, the refresher places every channel before it reads
+// the map.
 type shardSubs struct {
 	r     *route
 	onMsg func(channel string, data []byte)
