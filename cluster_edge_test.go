@@ -348,8 +348,9 @@ func TestClusterReleaseKeptForPromotedReplica(t *testing.T) {
 	require.NoError(t, ol.Unlock(ctx))
 }
 
-// wokenPromptly locks name in c as holder, starts a waiter in w with a 5s
-// backoff, releases, and checks the waiter got the lock well within its
+// wokenPromptly locks name in c as holder, starts a waiter in w (another
+// Client: a Client wakes its own waiters without the announcement) with a
+// 5s backoff, releases, and checks the waiter got the lock well within its
 // backoff: woken by the release announcement.
 func wokenPromptly(t *testing.T, c, w *distlock.Client, name string) {
 	t.Helper()

@@ -536,7 +536,9 @@ func TestClusterFailoverFenced(t *testing.T) {
 // follows it, and the waiter is still woken at once.
 func TestClusterShardedAnnouncements(t *testing.T) {
 	cl := distlocktest.NewCluster(t, 3)
-	c := newClient(t, cl.Addrs()[:1])
+	// The holder and the waiter in two Clients: a Client wakes its own
+	// waiters on its releases without the announcement.
+	c, w := newClient(t, cl.Addrs()[:1]), newClient(t, cl.Addrs()[:1])
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	nodes := cl.Nodes()
@@ -544,7 +546,7 @@ func TestClusterShardedAnnouncements(t *testing.T) {
 		name := nameOn(t, cl, nodes[2])
 		holder, err := newMutex(t, c, name, distlock.WithTTL(30*time.Second)).Lock(ctx)
 		require.NoError(t, err)
-		got := lockAsync(ctx, newMutex(t, c, name, distlock.WithRetry(slowRetry)))
+		got := lockAsync(ctx, newMutex(t, w, name, distlock.WithRetry(slowRetry)))
 		owner := nodes[2]
 		shardSubscribed := func() bool {
 			v, err := redis.Strings(owner.Do("PUBSUB", "SHARDCHANNELS"))
@@ -573,18 +575,7 @@ func TestClusterShardedAnnouncements(t *testing.T) {
 // woken at once.
 func TestClusterWithoutShardedPubSub(t *testing.T) {
 	cl := distlocktest.NewCluster(t, 3, "--rename-command", "SPUBLISH", "", "--rename-command", "SSUBSCRIBE", "")
-	c := newClient(t, cl.Addrs()[:1])
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	name := nameOn(t, cl, cl.Nodes()[2])
-	holder, err := newMutex(t, c, name, distlock.WithTTL(30*time.Second)).Lock(ctx)
-	require.NoError(t, err)
-	got := lockAsync(ctx, newMutex(t, c, name, distlock.WithRetry(slowRetry)))
-	require.Eventually(t, func() bool { return c.Stats().Waiting == 1 }, 5*time.Second, time.Millisecond)
-	time.Sleep(100 * time.Millisecond) // subscribed
-	released := time.Now()
-	require.NoError(t, holder.Unlock(ctx))
-	wokenAtOnce(t, got, released)
+	wokenPromptly(t, newClient(t, cl.Addrs()[:1]), newClient(t, cl.Addrs()[:1]), nameOn(t, cl, cl.Nodes()[2]))
 	stats, err := redis.String(cl.Nodes()[2].Do("INFO", "commandstats"))
 	require.NoError(t, err)
 	assert.Contains(t, stats, "cmdstat_publish:", "announced with PUBLISH")
