@@ -51,7 +51,7 @@ func (p *pubsub) add(channel string) {
 	defer p.mu.Unlock()
 	p.want[channel]++
 	if p.want[channel] == 1 && p.conn != nil {
-		_ = p.send(p.cmd("SUBSCRIBE"), channel) // a failure shows in the reader, which reconnects
+		_ = sendFlush(p.conn, p.cmd("SUBSCRIBE"), channel) // a failure shows in the reader, which reconnects
 	}
 }
 
@@ -64,7 +64,7 @@ func (p *pubsub) remove(channel string) {
 	}
 	delete(p.want, channel)
 	if p.conn != nil {
-		_ = p.send(p.cmd("UNSUBSCRIBE"), channel)
+		_ = sendFlush(p.conn, p.cmd("UNSUBSCRIBE"), channel)
 	}
 }
 
@@ -77,12 +77,13 @@ func (p *pubsub) cmd(name string) string {
 	return name
 }
 
-// send writes one command and flushes (mu held).
-func (p *pubsub) send(cmd string, args ...any) error {
-	if err := p.conn.Send(cmd, args...); err != nil {
+// sendFlush writes one command on conn and flushes (mu held: writes on the
+// subscribed connection are serialized by it).
+func sendFlush(conn redis.Conn, cmd string, args ...any) error {
+	if err := conn.Send(cmd, args...); err != nil {
 		return err
 	}
-	return p.conn.Flush()
+	return conn.Flush()
 }
 
 func (p *pubsub) close() {
@@ -170,15 +171,15 @@ func (p *pubsub) session() bool {
 				return
 			case <-p.stop:
 				p.mu.Lock()
-				_ = p.send("UNSUBSCRIBE")
+				_ = sendFlush(conn, "UNSUBSCRIBE")
 				if p.sharded {
-					_ = p.send("SUNSUBSCRIBE")
+					_ = sendFlush(conn, "SUNSUBSCRIBE")
 				}
 				p.mu.Unlock()
 				return
 			case <-t.C:
 				p.mu.Lock()
-				err := p.send("PING", "")
+				err := sendFlush(conn, "PING", "")
 				p.mu.Unlock()
 				if err != nil {
 					return
