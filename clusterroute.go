@@ -83,7 +83,7 @@ type route struct {
 	pools    []*redis.Pool      // the nodes' pools, closed by close
 	started  bool               // the refresher runs
 	closed   bool
-	last     time.Time      // the last read of the map
+	last     time.Time      // the last read of the map (the refresher's own: not under mu)
 	seedID   string         // the seed's cluster node ID, once read
 	kept     []*command     // releases a node suspected down could not take
 	shared   bool           // reported: another master is a node of this cluster
@@ -138,7 +138,7 @@ func (r *route) submit(c *command) {
 func (c *command) key() (string, bool) {
 	a := c.args
 	if c.script != nil { // EVALSHA sha numkeys key...
-		if len(a) < 3 || argString(a[1]) == "0" {
+		if len(a) < 3 || isZero(a[1]) {
 			return "", false
 		}
 		return argString(a[2]), true
@@ -147,6 +147,14 @@ func (c *command) key() (string, bool) {
 		return "", false
 	}
 	return argString(a[0]), true
+}
+
+// isZero reports whether a key count is 0 (an int, without formatting it).
+func isZero(v any) bool {
+	if n, ok := v.(int); ok {
+		return n == 0
+	}
+	return argString(v) == "0"
 }
 
 func argString(v any) string {

@@ -225,11 +225,19 @@ func (m *master) start() {
 // owns c's slot. It never blocks: when the master is closed, suspected
 // down, or its queue is full, c fails at once.
 func (m *master) submit(c *command) {
-	if r := m.router; r != nil && r.active.Load() {
+	if r := m.routing(); r != nil {
 		r.submit(c)
 		return
 	}
 	m.enqueue(c)
+}
+
+// routing returns the master's route once it routes by slot, else nil.
+func (m *master) routing() *route {
+	if r := m.router; r != nil && r.active.Load() {
+		return r
+	}
+	return nil
 }
 
 // enqueue queues c for this master's own connection.
@@ -304,10 +312,10 @@ func (m *master) sendLate() {
 // when the master is back.
 func (m *master) fail(c *command, err error) {
 	m.failed(err)
-	if c.resend && m.router != nil && m.router.active.Load() {
+	if r := m.routing(); c.resend && r != nil {
 		// A node of a cluster: the release goes wherever its slot is when
 		// it is sent again (see route).
-		m.router.keep(c)
+		r.keep(c)
 	} else if c.resend {
 		m.mu.Lock()
 		if !m.closed && m.down != nil && len(m.deferred) < maxDeferred {
@@ -349,8 +357,8 @@ func (m *master) markDown(err error) {
 	} else {
 		m.down = fmt.Errorf("%w: %w", ErrMasterDown, classifyErr(err))
 	}
-	if m.router != nil && m.router.active.Load() {
-		m.router.refreshSoon() // its slots may move to a promoted replica
+	if r := m.routing(); r != nil {
+		r.refreshSoon() // its slots may move to a promoted replica
 	}
 	m.notSent = notSentError{m.down}
 	if wasUp {
@@ -408,8 +416,8 @@ func (m *master) readmit() {
 		m.obs.report(Event{Kind: EventMasterUp, Master: m.addr, Duration: time.Since(m.downAt)})
 	}
 	m.mu.Unlock()
-	if m.router != nil && m.router.active.Load() {
-		m.router.retryKept() // the releases kept while a node was down
+	if r := m.routing(); r != nil {
+		r.retryKept() // the releases kept while a node was down
 	}
 	// Not through submit: a full queue would drop them. The writer drains
 	// the queue, so this waits at most for it to make room, or for Close.
@@ -439,7 +447,7 @@ func (m *master) ping() error {
 // releases for re-sending gets one more chance first: if it answers a ping
 // now, they are sent before the writer stops.
 func (m *master) close() {
-	if r := m.router; r != nil && r.seed == m && r.active.Load() {
+	if r := m.routing(); r != nil && r.seed == m {
 		r.retryKept() // one more chance, on the nodes that are up
 	}
 	m.mu.RLock()
@@ -641,7 +649,7 @@ func (p *pipe) write(m *master, batch []*command) error {
 	// shardSubs); until then announcements go by PUBLISH, which the seed's
 	// plain subscriber hears.
 	cluster := m.cluster.Load()
-	sharded := cluster && m.router != nil && m.router.active.Load()
+	sharded := cluster && m.routing() != nil
 	if p.needLoad.Swap(false) {
 		// Pipelined like any command (a synchronous SCRIPT LOAD would read
 		// replies that belong to the reader); their replies are discarded.

@@ -64,7 +64,7 @@ func (c *Client) Stats() Stats {
 	s := Stats{Masters: make([]MasterStats, len(c.masters)), Quorum: c.quorum, Waiting: int(c.waiting.Load())}
 	for i, m := range c.masters {
 		ms, up := m.stats()
-		if r := m.router; r != nil && r.active.Load() {
+		if r := m.routing(); r != nil {
 			ms.Nodes = r.nodeStats()
 		}
 		s.Masters[i] = ms
